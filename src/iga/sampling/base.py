@@ -99,3 +99,18 @@ class Cancelled(SamplingError):
 
 
 Options = dict[str, Any]
+
+
+# Conditioning for one batch: a dict of batch-first tensors (e.g. "encoder_hidden_states", "text_embeds",
+# "time_ids"). CFG concatenates [uncond, cond] key by key along dim 0 so both run in one model call.
+Conditioning = dict[str, torch.Tensor]
+
+
+class RawModel(Protocol):
+    """A network as the backend exposes it: scaled input, timestep (or flow time) and conditioning -> raw output.
+
+    The raw output is whatever the network was trained to predict (eps, v, x0 or flow velocity); the
+    parameterization wrappers in ``iga.sampling.parameterization`` turn it into a ``Denoiser``.
+    """
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor: ...
