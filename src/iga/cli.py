@@ -1,0 +1,162 @@
+"""The `iga` command: one entry point, subcommands registered from `iga.commands.*`.
+
+Start-up stays light (no torch, no diffusers): every command imports what it needs when it runs.
+Exit codes: 0 ok, 1 verification failed, 2 bad input or usage, 3 refused by the guard.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="iga",
+    help=(
+        "iga binds a diffusion checkpoint to its native recipe (sampler, schedule, steps, CFG, VAE).\n\n"
+        "Start with `iga generate \"a red circle on a blue background\"` (bundled demo model), "
+        "`iga inspect MODEL.safetensors`, or `iga plan --model MODEL --sampler \"DPM++ 2M Karras\"`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+recipe_app = typer.Typer(help="Author and check recipes (JSON or YAML).", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print one clear error line to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def schema(
+    kind: str = typer.Argument("recipe", help="which schema: recipe or plan"),
+) -> None:
+    """Print the JSON Schema of a Recipe v1 (or of a Plan) to stdout."""
+    from iga.schemas import schema_json
+
+    try:
+        typer.echo(schema_json(kind))
+    except KeyError as e:
+        raise fail(str(e.args[0])) from None
+
+
+@recipe_app.command("check")
+def recipe_check(
+    file: Path = typer.Argument(..., help="recipe file, .json or .yaml"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Validate a recipe: every problem with its field path, value and fix; print the normalised recipe.
+
+    Exit 0 when valid (warnings allowed), 2 when invalid.
+    """
+    from iga.recipe import RecipeError, load_recipe_file
+
+    try:
+        recipe, issues = load_recipe_file(file)
+    except RecipeError as e:
+        if as_json:
+            typer.echo(json.dumps({"schema": "iga.recipe-check/1", "valid": False,
+                                   "issues": [_issue_dict(i) for i in e.issues]}, indent=2))
+            raise typer.Exit(2) from None
+        raise fail(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps({"schema": "iga.recipe-check/1", "valid": True,
+                               "issues": [_issue_dict(i) for i in issues], "recipe": recipe.to_dict()}, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    for i in issues:
+        style = {"warning": "yellow", "info": "dim"}.get(i.severity, "red")
+        console.print(f"[{style}]{i.severity}[/]: {i}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[green]valid[/] Recipe {recipe.iga_version} for {recipe.model_id or 'an unnamed model'}")
+    console.print_json(json.dumps(recipe.to_dict()))
+
+
+def _issue_dict(i) -> dict:
+    return {"path": i.path, "value": i.value, "message": i.message, "fix": i.fix, "severity": i.severity}
+
+
+@app.command()
+def samplers(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List every sampler iga knows: canonical name, A1111 label, order, model calls per step, noise."""
+    from iga.recipe.names import SAMPLERS
+
+    rows = [{"name": s.name, "a1111": s.a1111_label, "order": s.order, "nfe_per_step": s.nfe_per_step,
+             "stochastic": s.stochastic, "automatic_schedule": s.a1111_default_schedule,
+             "aliases": list(s.aliases), "diffusers": s.diffusers, "diffusers_flags": s.diffusers_flags,
+             "variant": s.variant, "description": s.description} for s in SAMPLERS]
+    if as_json:
+        typer.echo(json.dumps({"schema": "iga.samplers/1", "samplers": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="samplers (canonical names follow ComfyUI)")
+    for col in ("name", "A1111", "order", "NFE/step", "noise", "diffusers", "description"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["name"], r["a1111"] or "", str(r["order"]), str(r["nfe_per_step"] or "adaptive"),
+                  "yes" if r["stochastic"] else "no", r["diffusers"] or "", r["description"])
+    Console().print(t)
+
+
+@app.command()
+def schedules(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List every schedule (sigma spacing) iga knows, with its A1111 label and diffusers flags."""
+    from iga.recipe.names import SCHEDULES
+
+    rows = [{"name": s.name, "a1111": s.a1111_label, "aliases": list(s.aliases), "diffusers_flags": s.diffusers_flags,
+             "variant": s.variant, "description": s.description} for s in SCHEDULES]
+    if as_json:
+        typer.echo(json.dumps({"schema": "iga.schedules/1", "schedules": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="schedules")
+    for col in ("name", "A1111", "diffusers", "description"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        flags = ", ".join(f"{k}={v}" for k, v in (r["diffusers_flags"] or {}).items()) or "-"
+        t.add_row(r["name"], r["a1111"] or "", flags, r["description"] + (f" ({r['variant']})" if r["variant"] else ""))
+    Console().print(t)
+
+
+# Command groups written as separate modules; each exposes register(app).
+_COMMAND_MODULES = ("checkpoint", "guard", "generate", "provenance", "demo", "evaluation")
+
+
+def _register_all() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"iga.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"iga.commands.{name}":
+                continue  # that command group is not part of this build
+            raise
+        mod.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

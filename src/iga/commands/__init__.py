@@ -1,0 +1,1 @@
+"""Command groups of the `iga` CLI; each module exposes register(app)."""
