@@ -43,7 +43,7 @@ def schema(
     from iga.schemas import schema_json
 
     try:
-        typer.echo(schema_json(kind))
+        typer.echo(schema_json(kind), nl=False)
     except KeyError as e:
         raise fail(str(e.args[0])) from None
 

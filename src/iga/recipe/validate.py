@@ -57,6 +57,8 @@ def _pydantic_issues(err: ValidationError) -> list[RecipeIssue]:
             fix = f"use one of the allowed values ({msg.split('Input should be ', 1)[-1]})"
         elif e["type"] == "string_pattern_mismatch":
             fix = "write a SHA-256 as 64 lowercase hex digits"
+        else:
+            fix = f"give `{path}` a value of the expected type; `iga schema` shows the format"
         out.append(RecipeIssue(path, e.get("input"), msg[0].lower() + msg[1:], fix))
     return out
 
@@ -253,7 +255,7 @@ def _size_or_issue(text: str, where: str, out: list[RecipeIssue]) -> tuple[int, 
     try:
         w, h = parse_size(text)
     except ValueError as e:
-        out.append(RecipeIssue(where, text, str(e)))
+        out.append(RecipeIssue(where, text, str(e).split(";")[0], "write sizes as WIDTHxHEIGHT, e.g. 1024x1024"))
         return (0, 0)
     if w <= 0 or h <= 0 or w % 8 or h % 8:
         out.append(RecipeIssue(where, text, "width and height must be positive multiples of 8",
