@@ -1,0 +1,144 @@
+"""Request (what the user asked for), Plan (the effective settings of one generation), Finding, OverrideRecord.
+
+A Plan is plain, versioned data: it is what provenance stores in every image and what replay reads back,
+so it round-trips exactly through JSON (``Plan.model_validate_json(plan.model_dump_json()) == plan``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PLAN_SCHEMA = "iga.plan/1"
+Mode = Literal["strict", "guarded", "permissive"]
+Severity = Literal["hard", "soft", "info"]
+Outcome = Literal["refused", "overridden", "warned", "applied"]
+OVERRIDABLE = ("sampler", "schedule", "steps", "cfg", "vae", "clip_skip", "size")
+
+
+class Request(BaseModel):
+    """What the user asked for: every field optional; a preset name allowed; overrides named explicitly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str | None = None
+    sampler: str | None = Field(None, description="any spelling; 'DPM++ 2M Karras' also sets the schedule")
+    schedule: str | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    cfg_variant: str | None = None
+    cfg_rescale: float | None = None
+    eta: float | None = None
+    seed: int | None = None
+    seeds: list[int] | None = None
+    size: str | None = Field(None, description="WIDTHxHEIGHT")
+    vae: str | None = Field(None, description="a VAE id or a path to a VAE file")
+    clip_skip: int | None = None
+    prediction_type: str | None = Field(None, description="advanced: treat the model as this prediction type")
+    sigmas: list[float] | None = Field(None, description="advanced: an explicit sigma list ending in 0")
+    prompt: str = ""
+    negative_prompt: str = ""
+    batch: int = 1
+    overrides: list[str] = Field(default_factory=list, description=f"fields to override: {', '.join(OVERRIDABLE)}")
+    reason: str | None = None
+
+
+class Finding(BaseModel):
+    """One verdict of the guard on one field."""
+
+    field: str
+    severity: Severity
+    outcome: Outcome
+    recipe_value: Any = None
+    requested_value: Any = None
+    reason: str
+    suggestion: str | None = None
+
+
+class OverrideRecord(BaseModel):
+    """An accepted deviation from the recipe: what, from what to what, under which mode, why, and when."""
+
+    field: str
+    recipe_value: Any = None
+    requested_value: Any = None
+    mode: Mode
+    reason: str | None = None
+    time: str  # UTC, ISO 8601
+
+
+class ModelIdentity(BaseModel):
+    """Which checkpoint a plan is for, and how to recognise it again."""
+
+    name: str
+    path: str | None = None
+    architecture: str = "unknown"
+    weights_sha256: str | None = None
+    file_sha256: str | None = None
+    autov2: str | None = None
+    recipe_source: Literal["embedded", "sidecar", "none", "given"] = "none"
+    recipe_sha256: str | None = None
+
+
+class VaeIdentity(BaseModel):
+    """The VAE a plan uses: the model's own or a separate file."""
+
+    id: str | None = None
+    path: str | None = None
+    source: Literal["checkpoint", "file", "none"] = "checkpoint"
+    file_sha256: str | None = None
+    autov2: str | None = None
+
+
+class Plan(BaseModel):
+    """Every effective setting of one generation; serialisable, versioned, replayable."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    schema_: Literal["iga.plan/1"] = Field(PLAN_SCHEMA, alias="schema")
+    iga_version: str
+    created: str
+    mode: Mode
+    preset: str | None = None
+    model: ModelIdentity
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int
+    seeds: list[int]
+    batch_index: int | None = None
+    prediction_type: str
+    training_schedule: dict[str, Any] | None = None
+    sampler: str
+    sampler_options: dict[str, Any] = Field(default_factory=dict)
+    eta: float | None = None
+    schedule: str
+    schedule_params: dict[str, Any] = Field(default_factory=dict)
+    steps: int
+    sigmas: list[float]
+    nfe: int | None = None
+    cfg: float
+    cfg_variant: str = "cfg"
+    cfg_rescale: float = 0.0
+    width: int
+    height: int
+    clip_skip: int = 1
+    vae: VaeIdentity | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    overrides: list[OverrideRecord] = Field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (with the "schema" key)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self) -> str:
+        """Compact JSON text."""
+        return self.model_dump_json(by_alias=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+        """Validate a plan read back from an image or a file."""
+        return cls.model_validate(data)
+
+    def for_image(self, k: int) -> "Plan":
+        """The plan of image k of the batch alone (its own seed), as stored in that image."""
+        return self.model_copy(update={"seed": self.seeds[k], "seeds": [self.seeds[k]], "batch_index": k})

@@ -1,0 +1,370 @@
+"""resolve(recipe, request, mode) -> Plan: apply a model's recipe, refuse what cannot work, record overrides.
+
+Where a value comes from: the request, else the chosen preset, else the recipe default. The preset used when
+the request names none is the recipe's ``default_preset`` if it declares one; otherwise no preset applies and
+the recipe's own defaults (sampler, scheduler, steps.default, cfg.default) are used.
+
+Hard findings are always refused. Soft findings depend on the mode: ``strict`` refuses them, ``guarded``
+(default) accepts them only for fields the request names in ``overrides``, ``permissive`` accepts them with a
+warning. Every accepted soft deviation becomes an OverrideRecord in the Plan (and in the audit log).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+from iga import __version__
+from iga.recipe import names
+from iga.recipe.schema import PREDICTION_ALIASES, Preset, Recipe, parse_size
+
+from .defaults import architecture_default_recipe, default_training_schedule
+from .plan import OVERRIDABLE, Finding, Mode, ModelIdentity, OverrideRecord, Plan, Request, VaeIdentity
+
+MAX_SEED = 2**64 - 1
+MAX_BATCH = 64
+
+
+class GuardRefused(Exception):
+    """The guard refused the request; ``findings`` says why, field by field."""
+
+    def __init__(self, findings: list[Finding]):
+        self.findings = findings
+        refused = [f for f in findings if f.outcome == "refused"]
+        lines = "\n".join(f"  - {f.field}: {f.reason}" + (f" ({f.suggestion})" if f.suggestion else "")
+                          for f in refused)
+        super().__init__(f"refused by the guard ({len(refused)} problem(s)):\n{lines}")
+
+
+# Why a sampler or schedule is commonly forbidden: taught when the recipe forbids it.
+_WHY_FORBIDDEN = {
+    ("sampler", "ddim", "v"): "ddim steps on the 'leading' timestep grid, which starts at t=901 instead of 999; "
+    "a v-prediction model then starts from a partly noised state it never saw, which washes out contrast "
+    "and colour (Lin et al. 2024, 'Common Diffusion Noise Schedules and Sample Steps are Flawed')",
+    ("sampler", "lcm", None): "LCM sampling only works on consistency-distilled models; on an ordinary "
+    "checkpoint it gives flat, blurry images",
+    ("schedule", "turbo", None): "the Turbo schedule is for adversarially distilled 1-4 step models "
+    "(SD-Turbo); an ordinary model needs many more, smaller steps",
+    ("schedule", "beta", None): "the beta schedule puts most steps at the ends of the noise range; the "
+    "publisher found it degrades this model",
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class _Resolver:
+    """One resolution: collects findings and overrides as the fields are decided."""
+
+    def __init__(self, recipe: Recipe, request: Request, mode: Mode, no_recipe: bool, time: str):
+        self.recipe, self.req, self.mode, self.no_recipe, self.time = recipe, request, mode, no_recipe, time
+        self.findings: list[Finding] = []
+        self.overrides: list[OverrideRecord] = []
+        self.soft_fields: set[str] = set()
+
+    def info(self, field: str, reason: str, recipe_value: Any = None, requested: Any = None) -> None:
+        self.findings.append(Finding(field=field, severity="info", outcome="applied", recipe_value=recipe_value,
+                                     requested_value=requested, reason=reason))
+
+    def hard(self, field: str, reason: str, recipe_value: Any = None, requested: Any = None,
+             suggestion: str | None = None) -> None:
+        self.findings.append(Finding(field=field, severity="hard", outcome="refused", recipe_value=recipe_value,
+                                     requested_value=requested, reason=reason, suggestion=suggestion))
+
+    def soft(self, field: str, override_key: str, reason: str, recipe_value: Any, requested: Any,
+             suggestion: str | None = None) -> None:
+        """A deviation the mode decides on; accepted ones become OverrideRecords."""
+        self.soft_fields.add(override_key)
+        if self.mode == "strict":
+            outcome, reason = "refused", f"{reason} (strict mode refuses every deviation from the recipe)"
+        elif self.mode == "permissive":
+            outcome, reason = "warned", f"{reason}; accepted (permissive mode)"
+        elif override_key in self.req.overrides:
+            outcome, reason = "overridden", f"{reason}; accepted as an explicit override"
+        else:
+            outcome = "refused"
+            how = f"override it explicitly: --override {override_key} --reason '...'"
+            suggestion = f"{suggestion}, or {how}" if suggestion else how
+        self.findings.append(Finding(field=field, severity="soft", outcome=outcome, recipe_value=recipe_value,
+                                     requested_value=requested, reason=reason, suggestion=suggestion))
+        if outcome != "refused":
+            self.overrides.append(OverrideRecord(field=field, recipe_value=recipe_value, requested_value=requested,
+                                                 mode=self.mode, reason=self.req.reason or (
+                                                     "permissive mode" if self.mode == "permissive" else None),
+                                                 time=self.time))
+
+
+def _pick_preset(recipe: Recipe, request: Request) -> Preset | None:
+    if request.preset:
+        return recipe.preset(request.preset)  # KeyError lists the presets
+    if recipe.default_preset:
+        return recipe.preset(recipe.default_preset)
+    return None
+
+
+def _first(*pairs: tuple[Any, str]) -> tuple[Any, str]:
+    for value, source in pairs:
+        if value is not None:
+            return value, source
+    return None, "none"
+
+
+def resolve(
+    recipe: Recipe | None,
+    request: Request | None = None,
+    mode: Mode = "guarded",
+    *,
+    model: ModelIdentity | None = None,
+    detected_prediction: str | None = None,
+) -> tuple[Plan, list[Finding]]:
+    """Resolve a request against a recipe; return (Plan, findings) or raise GuardRefused.
+
+    Unknown sampler/schedule names raise ``names.UnknownNameError``; an unknown preset or override field
+    raises ``KeyError``/``ValueError`` naming the valid choices.
+    """
+    req = request or Request()
+    if mode not in ("strict", "guarded", "permissive"):
+        raise ValueError(f"unknown mode {mode!r}; choose strict, guarded or permissive")
+    bad = [o for o in req.overrides if o not in OVERRIDABLE]
+    if bad:
+        raise ValueError(f"cannot override {', '.join(bad)}; overridable fields: {', '.join(OVERRIDABLE)}")
+    model = model or ModelIdentity(name="model")
+    no_recipe = recipe is None
+    if recipe is None:
+        recipe = architecture_default_recipe(model.architecture, detected_prediction)
+    r = _Resolver(recipe, req, mode, no_recipe, _now())
+    if no_recipe:
+        r.info("recipe", f"this checkpoint carries no recipe; resolved against {model.architecture} defaults "
+               "(A1111-style: dpmpp_2m + karras, CFG 7, 20 steps). Ask the publisher for a recipe, or embed one "
+               "with `iga embed`")
+
+    preset = _pick_preset(recipe, req)
+    pname = f"preset {preset.name!r}" if preset else ""
+    if preset and not req.preset:
+        r.info("preset", f"the recipe's default preset {preset.name!r} applies")
+
+    # --- sampler and schedule (a combined legacy label sets both) -------------------------------------------
+    req_sampler, implied = (names.split_combined(req.sampler) if req.sampler else (None, None))
+    req_schedule = names.resolve_schedule(req.schedule) if req.schedule else implied
+    sampler, s_src = _first((req_sampler, "request"), (preset and preset.sampler, pname),
+                            (recipe.sampler.name, "recipe"))
+    schedule, h_src = _first((req_schedule, "request"), (preset and preset.schedule, pname),
+                             (recipe.scheduler.name, "recipe"))
+    steps, st_src = _first((req.steps, "request"), (preset and preset.steps, pname), (recipe.steps.default, "recipe"))
+    cfg, c_src = _first((req.cfg, "request"), (preset and preset.cfg, pname), (recipe.cfg.default, "recipe"))
+    for field, value, src in (("sampler", sampler, s_src), ("schedule", schedule, h_src), ("steps", steps, st_src),
+                              ("cfg", cfg, c_src)):
+        if src != "request":
+            r.info(field, f"{value} (from the {src})", recipe_value=value)
+
+    cons = recipe.constraints
+    pred = recipe.prediction_type
+    if req.prediction_type is not None:
+        asked = PREDICTION_ALIASES.get(req.prediction_type.strip().lower())
+        if asked is None:
+            raise ValueError(f"unknown prediction type {req.prediction_type!r}; use eps, v, x0 or flow")
+        if asked != pred:
+            r.hard("prediction_type", f"the model predicts {pred!r}; treating its output as {asked!r} decodes every "
+                   "step wrongly (colour shifts, noise or mush), so this is never allowed", pred, asked,
+                   "drop --prediction-type")
+    if detected_prediction and detected_prediction != pred and not no_recipe:
+        r.hard("prediction_type", f"the recipe says {pred!r} but the checkpoint's markers say "
+               f"{detected_prediction!r}: the recipe does not belong to these weights", pred, detected_prediction,
+               "fix the recipe's prediction_type, then re-embed it")
+    if recipe.architecture and model.architecture not in ("unknown", recipe.architecture) and not no_recipe:
+        r.hard("architecture", f"the recipe is for {recipe.architecture!r} but the weights are "
+               f"{model.architecture!r}", recipe.architecture, model.architecture, "use the recipe made for this model")
+
+    for field, value, forbidden, allowed, kind in (
+        ("sampler", sampler, cons.forbid_samplers, cons.allow_samplers, "sampler"),
+        ("schedule", schedule, cons.forbid_schedules, cons.allow_schedules, "schedule"),
+    ):
+        native = recipe.sampler.name if kind == "sampler" else recipe.scheduler.name
+        if value in forbidden:
+            why = _WHY_FORBIDDEN.get((kind, value, pred)) or _WHY_FORBIDDEN.get((kind, value, None)) or \
+                "the model's publisher tested it and forbids it for this checkpoint"
+            r.hard(field, f"{value} is forbidden by this model's recipe: {why}", native, value,
+                   f"use {native} (the recipe's {kind}) or a preset")
+        elif allowed is not None and value not in allowed:
+            r.hard(field, f"{value} is not among the {kind}s this recipe allows ({', '.join(allowed)})", native,
+                   value, f"choose one of: {', '.join(allowed)}")
+        elif value != native and not no_recipe and (field == "sampler" and s_src == "request"
+                                                       or field == "schedule" and h_src == "request"):
+            r.soft(field, field, f"{value} is not the recipe's {kind} {native}; results will differ from what the "
+                   "publisher validated", native, value, f"use {native}, or a preset")
+
+    # --- steps ------------------------------------------------------------------------------------------------
+    grid = recipe.scheduler.grid
+    if not isinstance(steps, int) or steps < 1:
+        r.hard("steps", f"{steps} steps cannot run: at least 1 step is needed", recipe.steps.default, steps,
+               f"use {recipe.steps.default}")
+    elif schedule == "explicit" and grid and steps > len(grid) - 1:
+        r.hard("steps", f"the recipe's explicit grid has {len(grid) - 1} steps; it can be subsampled but not "
+               "refined", len(grid) - 1, steps, f"use at most {len(grid) - 1} steps")
+    elif schedule == "turbo" and steps > 10:
+        r.hard("steps", "the turbo schedule has at most 10 steps", None, steps, "use 1-10 steps")
+    else:  # presets and defaults are validated with the recipe, so only requested values can trip these
+        lo, hi = recipe.steps.min, recipe.steps.max
+        allowed = recipe.allowed_steps()
+        if not lo <= steps <= hi:
+            near = min(max(steps, lo), hi)
+            r.soft("steps", "steps", f"{steps} steps is outside the recipe's range {lo}..{hi}",
+                   recipe.steps.default, steps, f"use {near} (the nearest allowed)")
+        elif allowed is not None and steps not in allowed:
+            below = [a for a in allowed if a < steps]
+            above = [a for a in allowed if a > steps]
+            near = [str(x) for x in (below[-1:] + above[:1])]
+            r.soft("steps", "steps", f"{steps} steps is off the allowed subsample {allowed}: the schedule is only "
+                   "validated at those counts", recipe.steps.default, steps,
+                   f"the nearest allowed are {' and '.join(near)}")
+
+    # --- cfg ----------------------------------------------------------------------------------------------------
+    if not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
+        r.hard("cfg", f"CFG {cfg} cannot work: it must be a finite number >= 0", recipe.cfg.default, cfg,
+               f"use {recipe.cfg.default}")
+    else:
+        lo, hi = recipe.cfg.min, recipe.cfg.max
+        if not lo <= cfg <= hi:
+            r.soft("cfg", "cfg", f"CFG {cfg} is outside the recipe's range {lo}..{hi}; too low loses the prompt, "
+                   "too high burns colours and detail", recipe.cfg.default, cfg,
+                   f"use {min(max(cfg, lo), hi)} (the nearest allowed)")
+    cfg_variant = req.cfg_variant or recipe.cfg.variant
+    if sampler.endswith("_cfg_pp"):
+        cfg_variant = "cfg_pp"
+    cfg_rescale = req.cfg_rescale if req.cfg_rescale is not None else recipe.cfg.rescale
+    if not 0.0 <= cfg_rescale <= 1.0:
+        r.hard("cfg_rescale", "guidance rescale is a blend factor in [0, 1]", recipe.cfg.rescale, cfg_rescale,
+               "use 0.0-1.0 (0.7 is typical)")
+
+    # --- size ----------------------------------------------------------------------------------------------------
+    res = recipe.resolution
+    default_size = res.preferred[0] if res and res.preferred else "512x512"
+    size_text = req.size or default_size
+    try:
+        width, height = parse_size(size_text)
+    except ValueError as e:
+        raise ValueError(f"--size: {e}") from None
+    if width <= 0 or height <= 0 or width % 8 or height % 8:
+        r.hard("size", f"{size_text} cannot work: width and height must be positive multiples of 8 (the latent "
+               "grid is 1/8 of the image)", default_size, size_text,
+               f"use {max(8, width // 8 * 8)}x{max(8, height // 8 * 8)}")
+    elif req.size is None:
+        r.info("size", f"{size_text} (the recipe's preferred size)", default_size)
+    elif res and res.max:
+        mw, mh = parse_size(res.max)
+        if width > mw or height > mh:
+            r.soft("size", "size", f"{size_text} is above the recipe's maximum {res.max}; expect duplicated "
+                   "subjects and broken composition", res.max, size_text, f"use at most {res.max}")
+
+    # --- clip skip, VAE -------------------------------------------------------------------------------------------
+    clip_skip = req.clip_skip if req.clip_skip is not None else (recipe.clip_skip or 1)
+    if clip_skip < 1:
+        r.hard("clip_skip", "clip skip counts layers from the end and starts at 1 (no skip)", recipe.clip_skip,
+               clip_skip, "use 1 or 2")
+    elif req.clip_skip is not None and recipe.clip_skip is not None and req.clip_skip != recipe.clip_skip:
+        r.soft("clip_skip", "clip_skip", f"clip skip {req.clip_skip} differs from the recipe's {recipe.clip_skip}; "
+               "the text encoder layer changes what the prompt means to the model", recipe.clip_skip, req.clip_skip)
+    vae = _resolve_vae(r, recipe, req)
+
+    # --- seeds, batch, eta -----------------------------------------------------------------------------------------
+    if not 1 <= req.batch <= MAX_BATCH:
+        r.hard("batch", f"batch {req.batch} is outside 1..{MAX_BATCH}", None, req.batch, "use a batch of 1-64")
+    seeds = list(req.seeds) if req.seeds else None
+    if seeds is None:
+        seed = req.seed if req.seed is not None else secrets.randbelow(2**32)
+        if req.seed is None:
+            r.info("seed", f"random seed {seed} (record it to reproduce the image)")
+        seeds = [seed + k for k in range(max(1, req.batch))]  # A1111 convention: consecutive seeds
+    bad_seeds = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad_seeds:
+        r.hard("seed", f"seed {bad_seeds[0]} is outside 0..2^64-1", None, bad_seeds[0], "use a non-negative seed")
+    eta = req.eta if req.eta is not None else recipe.sampler.params.get("eta")
+    if eta is not None and (not math.isfinite(eta) or eta < 0):
+        r.hard("eta", "eta scales injected noise and must be >= 0", None, eta, "use 0-1")
+
+    # --- sampler capabilities, sigma list, NFE ---------------------------------------------------------------------
+    sigmas: list[float] = []
+    nfe: int | None = None
+    if not any(f.outcome == "refused" for f in r.findings):
+        sigmas, nfe = _sigmas_and_nfe(r, recipe, sampler, schedule, steps, pred, model.architecture, req.sigmas)
+
+    for o in req.overrides:
+        if o not in r.soft_fields:
+            r.info(o, f"--override {o} was given but nothing needed overriding")
+    if any(f.outcome == "refused" for f in r.findings):
+        raise GuardRefused(r.findings)
+
+    options = {k: v for k, v in recipe.sampler.params.items() if k not in ("order", "eta")} \
+        if sampler == recipe.sampler.name else {}
+    if eta is not None:
+        options["eta"] = eta
+    plan = Plan(
+        iga_version=__version__, created=r.time, mode=mode, preset=preset.name if preset else None, model=model,
+        prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seeds[0], seeds=seeds,
+        prediction_type=pred, training_schedule=(recipe.training_schedule.model_dump(mode="json", exclude_none=True)
+                                                 if recipe.training_schedule else default_training_schedule()),
+        sampler=sampler, sampler_options=options, eta=eta, schedule=schedule,
+        schedule_params=dict(recipe.scheduler.params) if schedule == recipe.scheduler.name else {},
+        steps=steps, sigmas=sigmas, nfe=nfe, cfg=float(cfg), cfg_variant=cfg_variant, cfg_rescale=cfg_rescale,
+        width=width, height=height, clip_skip=clip_skip, vae=vae, findings=r.findings, overrides=r.overrides,
+    )
+    return plan, r.findings
+
+
+def _resolve_vae(r: _Resolver, recipe: Recipe, req: Request) -> VaeIdentity | None:
+    native = recipe.vae.id if recipe.vae else None
+    if req.vae is None:
+        return VaeIdentity(id=native, source="checkpoint") if native or recipe.vae else None
+    from pathlib import Path
+
+    is_path = Path(req.vae).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(req.vae).exists()
+    ident = VaeIdentity(id=Path(req.vae).stem if is_path else req.vae, path=str(req.vae) if is_path else None,
+                        source="file" if is_path else "checkpoint")
+    if native and ident.id != native:
+        r.soft("vae", "vae", f"VAE {ident.id!r} is not the recipe's {native!r}; another VAE shifts colours and "
+               "detail", native, ident.id, f"use the {native} VAE")
+    return ident
+
+
+def _sigmas_and_nfe(r: _Resolver, recipe: Recipe, sampler: str, schedule: str, steps: int, pred: str,
+                    architecture: str, explicit: list[float] | None) -> tuple[list[float], int | None]:
+    """The exact sigma list the sampler will walk, and its model-call count."""
+    import torch
+
+    from iga.sampling import schedules as S
+    from iga.sampling.parameterization import schedule_from_config
+    from iga.sampling.samplers import SAMPLERS, expected_nfe
+
+    spec = SAMPLERS.get(sampler)
+    if spec is None:
+        r.hard("sampler", f"{sampler} is in the name table but this build has no implementation of it", None,
+               sampler, "choose another sampler (`iga samplers`)")
+        return [], None
+    if pred not in spec.parameterizations:
+        r.hard("sampler", f"{sampler} does not support {pred!r} models (it supports "
+               f"{', '.join(spec.parameterizations)})", recipe.sampler.name, sampler, f"use {recipe.sampler.name}")
+        return [], None
+    train = recipe.training_schedule.model_dump(exclude_none=True) if recipe.training_schedule \
+        else default_training_schedule()
+    ts = schedule_from_config(train)
+    try:
+        if explicit is not None:
+            sig = S.validate_sigmas(torch.tensor(explicit, dtype=torch.float32), "requested sigmas")
+        else:
+            n = steps + 1 if spec.discard_penultimate else steps
+            params = dict(recipe.scheduler.params) if schedule == recipe.scheduler.name else {}
+            if schedule == "explicit":
+                sig = S.explicit_grid(recipe.scheduler.grid, n)
+            else:
+                if schedule == "ays":
+                    params.setdefault("model_family", "sdxl" if architecture.startswith("sdxl") else "sd1")
+                sig = S.compute_schedule(schedule, n, ts, **params)
+            if spec.discard_penultimate:
+                sig = S.discard_penultimate(sig)
+    except ValueError as e:
+        r.hard("sigmas", str(e), None, explicit, "use a strictly decreasing list of sigmas ending in 0")
+        return [], None
+    return [float(x) for x in sig.tolist()], expected_nfe(sampler, sig)
