@@ -79,8 +79,12 @@ class Model:
             plan = self.plan(prompt, mode=mode, **fields)
         backend = self.backend(plan.vae.path if plan.vae and plan.vae.source == "file" else None)
         images, nfe = render(plan, backend, callback=callback, cancel=cancel)
-        return [GeneratedImage(image=_to_pil(px), plan=plan.for_image(k) if len(plan.seeds) > 1 else plan,
-                               pixels=px, nfe=nfe) for k, px in enumerate(images)]
+        out = []
+        for k, px in enumerate(images):
+            p = plan.for_image(k) if len(plan.seeds) > 1 else plan
+            p = p.model_copy(update={"pixels_sha256": pixels_sha256(px)})
+            out.append(GeneratedImage(image=_to_pil(px), plan=p, pixels=px, nfe=nfe))
+        return out
 
 
 def load(path: str | os.PathLike[str] | None = None, *, device: str = "cpu", dtype: str = "float32") -> Model:
@@ -141,6 +145,15 @@ def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] |
 def to_uint8(img: "torch.Tensor") -> "np.ndarray":
     """(3, H, W) float in [0, 1] -> H x W x 3 uint8, rounding half up like PIL/diffusers."""
     return (img.clamp(0, 1).permute(1, 2, 0).float().numpy() * 255.0).round().astype("uint8")
+
+
+def pixels_sha256(px: "np.ndarray") -> str:
+    """SHA-256 of an image's uint8 pixels with its shape (the identity replay checks)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{px.shape[0]}x{px.shape[1]}x{px.shape[2]}:".encode())
+    h.update(px.tobytes())
+    return h.hexdigest()
 
 
 def _to_pil(px: "np.ndarray") -> "Image.Image":

@@ -125,6 +125,8 @@ class Plan(BaseModel):
     vae: VaeIdentity | None = None
     findings: list[Finding] = Field(default_factory=list)
     overrides: list[OverrideRecord] = Field(default_factory=list)
+    pixels_sha256: str | None = Field(None, description="SHA-256 of the image's uint8 RGB pixels before encoding "
+                                      "(lets replay prove identity even for JPEG/WebP)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (with the "schema" key)."""

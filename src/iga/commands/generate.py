@@ -1,0 +1,195 @@
+"""`iga generate` (guarded generation with provenance in every image) and `iga replay` (regenerate from an image)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from iga.commands.guard import (
+    BatchOpt, CfgOpt, ClipSkipOpt, EtaOpt, JsonOpt, ModelOpt, ModeOpt, NegativeOpt, OverrideOpt, PredOpt,
+    PresetOpt, ReasonOpt, SamplerOpt, ScheduleOpt, SeedOpt, SizeOpt, StepsOpt, VaeOpt, build_request,
+    print_findings, resolve_for_cli,
+)
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder (created if missing)")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="png, jpg or webp (provenance in PNG text "
+                                        "chunks or EXIF)")]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or mps")]
+DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16")]
+
+
+class _Progress:
+    """A rich progress bar (step, sigma, it/s, ETA) on a terminal; silent when output is piped."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("sigma {task.fields[sigma]:.3g}"), TextColumn("{task.fields[rate]} it/s"),
+                            TimeRemainingColumn(), transient=True)
+        self.task = self.bar.add_task("sampling", total=total, sigma=0.0, rate="-")
+        self.t0 = time.perf_counter()
+        self.bar.start()
+
+    def __call__(self, info) -> None:
+        if self.enabled:
+            rate = (info.i + 1) / max(1e-9, time.perf_counter() - self.t0)
+            self.bar.update(self.task, completed=info.i + 1, sigma=info.sigma_next, rate=f"{rate:.2f}")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def _run(model_obj, plan, progress: bool):
+    bar = _Progress(plan.steps, progress)
+    try:
+        return model_obj.generate(plan=plan, callback=bar)
+    finally:
+        bar.close()
+
+
+def generate_cmd(
+    prompt: Annotated[str, typer.Argument(help="what to draw, e.g. \"a red circle on a blue background\"")],
+    model: ModelOpt = None, preset: PresetOpt = None, sampler: SamplerOpt = None, schedule: ScheduleOpt = None,
+    steps: StepsOpt = None, cfg: CfgOpt = None, seed: SeedOpt = None, size: SizeOpt = None, vae: VaeOpt = None,
+    clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, override: OverrideOpt = None, reason: ReasonOpt = None,
+    mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
+    out: OutOpt = Path("outputs"), fmt: FormatOpt = "png", device: DeviceOpt = "cpu", dtype: DtypeOpt = "float32",
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate images with the model's native recipe; every image carries its full plan (and A1111 infotext).
+
+    With no --model, the bundled demo model (32x32 shapes: circle, square, triangle, star, ring in red, green,
+    blue, yellow, white ... on a coloured background) is used. Settings you leave out come from the recipe or
+    --preset; deviations need --override FIELD. Ctrl-C stops cleanly and writes nothing partial.
+
+    Exit codes: 0 ok, 2 bad input, 3 refused by the guard, 130 interrupted.
+
+    Examples:
+      iga generate "a red circle on a blue background"
+      iga generate "a yellow star on a black background" --preset Fast -n 4 --seed 7
+      iga generate "..." --model sd15.safetensors --sampler "DPM++ 2M Karras" --override sampler
+    """
+    if fmt not in ("png", "jpg", "jpeg", "webp"):
+        raise _fail(f"--format {fmt!r}: choose png, jpg or webp")
+    request = build_request(**locals())
+    t0 = time.perf_counter()
+    source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="generate")
+    if not as_json:
+        print_findings([f for f in plan.findings if f.outcome != "applied" or f.field in ("recipe", "seed")])
+    from iga.generate import Model
+
+    try:
+        m = Model(source.path, device=device, dtype=dtype)
+        m.source = source
+        t_load = time.perf_counter()
+        m.backend(plan.vae.path if plan.vae and plan.vae.source == "file" else None)
+        t_sample = time.perf_counter()
+        results = _run(m, plan, progress=sys.stderr.isatty() and not as_json)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: nothing was written", err=True)
+        raise typer.Exit(130) from None
+    except Exception as e:  # a model that cannot load or sample: one clear line, not a traceback
+        from iga.sampling.base import SamplingError
+
+        if isinstance(e, (SamplingError, ValueError, RuntimeError, OSError)):
+            raise _fail(str(e)) from None
+        raise
+    t_save = time.perf_counter()
+    from iga.provenance import save_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [save_image(r.image, r.plan.to_dict(), out, fmt=fmt) for r in results]
+    t_end = time.perf_counter()
+    timing = {"resolve_s": round(t_load - t0, 3), "load_s": round(t_sample - t_load, 3),
+              "sample_s": round(t_save - t_sample, 3), "save_s": round(t_end - t_save, 3)}
+    if as_json:
+        typer.echo(json.dumps({"schema": "iga.generate/1", "images": [str(p) for p in paths],
+                               "plans": [r.plan.to_dict() for r in results], "nfe": results[0].nfe,
+                               "audit_log": str(log) if log else None, "timing": timing}, indent=2))
+        return
+    for p in paths:
+        typer.echo(str(p))
+    typer.echo(f"{plan.sampler} + {plan.schedule}, {plan.steps} steps, {results[0].nfe} model calls, "
+               f"cfg {plan.cfg:g}, seeds {', '.join(map(str, plan.seeds))}; sampled in {timing['sample_s']:.2f}s",
+               err=True)
+
+
+def replay_cmd(
+    image: Annotated[Path, typer.Argument(help="an image iga made (PNG, JPEG or WebP)")],
+    model: ModelOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="replay even if the model's weights differ")] = False,
+    save: Annotated[Optional[Path], typer.Option("--save", help="also write the regenerated image here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Regenerate an image from the plan stored in it and report the pixel difference (max abs, PSNR).
+
+    The model is the one the plan names (its recorded path) unless --model is given; it must have the same
+    weights_sha256 unless --force. Exit 0 when the pixels are identical, 1 when they differ, 2 on bad input.
+    """
+    from iga.generate import Model, pixel_difference
+    from iga.guard import Plan
+    from iga.provenance import read_provenance
+
+    try:
+        prov = read_provenance(image)
+    except Exception as e:
+        raise _fail(str(e)) from None
+    if not prov.plan:
+        raise _fail(f"{image} has no iga plan (source: {prov.source}); only images made by iga can be replayed")
+    plan = Plan.from_dict(prov.plan)
+    path = model or (Path(plan.model.path) if plan.model.path else None)
+    if path is None or not Path(path).exists():
+        raise _fail(f"the model {plan.model.path or plan.model.name} is not here; pass --model PATH")
+    m = Model(path)
+    if m.source.identity.weights_sha256 != plan.model.weights_sha256 and not force:
+        raise _fail(f"{path} has weights {str(m.source.identity.weights_sha256)[:12]}..., the image was made with "
+                    f"{str(plan.model.weights_sha256)[:12]}...: a different model (use --force to replay anyway)")
+    [result] = m.generate(plan=plan)
+    import numpy as np
+    from PIL import Image
+
+    from iga.generate import pixels_sha256
+
+    with Image.open(image) as im:
+        stored = np.asarray(im.convert("RGB"))
+    lossy = image.suffix.lower() in (".jpg", ".jpeg", ".webp")
+    diff = pixel_difference(result.pixels, stored)
+    regenerated_sha = pixels_sha256(result.pixels)
+    # a lossy file cannot hold the exact pixels; the plan's pixels_sha256 records them before encoding
+    identical = (regenerated_sha == plan.pixels_sha256) if plan.pixels_sha256 else diff["max_abs"] == 0
+    if save:
+        result.image.save(save)
+    if as_json:
+        typer.echo(json.dumps({"schema": "iga.replay/1", "identical": identical, "lossy_format": lossy,
+                               "pixels_sha256_match": regenerated_sha == plan.pixels_sha256,
+                               "file_max_abs": diff["max_abs"],
+                               "file_psnr": None if diff["max_abs"] == 0 else diff["psnr"]}, indent=2))
+    else:
+        psnr = "inf" if diff["max_abs"] == 0 else f"{diff['psnr']:.2f} dB"
+        typer.echo(f"against the file: max abs pixel difference {diff['max_abs']:.0f}/255, PSNR {psnr}"
+                   + (" (lossy format)" if lossy else ""))
+        if plan.pixels_sha256:
+            typer.echo("pixels before encoding: " + ("identical (sha256 matches)" if identical else "differ"))
+        typer.echo("identical" if identical else "differs")
+    raise typer.Exit(0 if identical else 1)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `iga generate` and `iga replay` to the CLI."""
+    app.command("generate")(generate_cmd)
+    app.command("replay")(replay_cmd)
