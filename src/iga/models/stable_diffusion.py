@@ -1,0 +1,179 @@
+"""The Stable Diffusion 1.x / 2.x / XL backend: diffusers UNet + VAE, transformers CLIP text encoders.
+
+Conditioning dicts (batch-first):
+- SD1/SD2: ``{"encoder_hidden_states": [B, 77*chunks, D]}``;
+- SDXL: ``{"encoder_hidden_states": [B, 77*chunks, 768+1280], "text_embeds": [B, 1280], "time_ids": [B, 6]}``
+  with ``time_ids = (orig_h, orig_w, crop_top, crop_left, target_h, target_w) = (h, w, 0, 0, h, w)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from iga.models.text import TextEncoderSlot, chunk_count
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from iga.sampling.base import Conditioning
+
+
+@dataclass(eq=False)
+class StableDiffusionBackend:
+    """A loaded SD1/SD2/SDXL model (see ``iga.models.load_backend``)."""
+
+    architecture: str
+    prediction_type: str
+    training_schedule: dict[str, Any]
+    unet: Any
+    vae: Any
+    text_encoders: list[TextEncoderSlot]
+    device: "torch.device"
+    dtype: "torch.dtype"
+    vae_dtype: "torch.dtype"
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent space (4 for SD1/SD2/SDXL)."""
+        return int(self.unet.config.in_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each axis (8 for the real families)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        """The VAE latent scaling factor (0.18215 for SD1/SD2, 0.13025 for SDXL)."""
+        return float(self.vae.config.scaling_factor)
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
+        """The (C, h, w) latent shape for an image of ``width`` x ``height`` pixels."""
+        f = self.vae_scale_factor
+        for name, v in (("width", width), ("height", height)):
+            if not isinstance(v, int) or v <= 0 or v % f:
+                lower = max(f, (int(v) // f) * f) if isinstance(v, (int, float)) and v > 0 else f
+                raise ValueError(f"{name} must be a positive multiple of {f} for this model, got {v!r} "
+                                 f"(try {lower} or {lower + f})")
+        return (self.latent_channels, height // f, width // f)
+
+    # ------------------------------------------------------------ text
+
+    def encode_prompt(self, prompts: list[str], negatives: list[str], *, clip_skip: int = 1,
+                      width: int, height: int) -> tuple["Conditioning", "Conditioning"]:
+        """Encode prompts and negative prompts into ``(cond, uncond)`` conditioning dicts.
+
+        ``negatives`` may have one entry (used for every prompt) or one per prompt; an empty list means
+        empty negative prompts (encoded, as A1111 and ComfyUI do; diffusers' SDXL pipeline uses zeros
+        instead when no negative prompt is given). Prompts longer than 75 tokens are split into
+        75-token chunks, each wrapped in BOS/EOS and encoded separately, and the chunks are concatenated
+        (A1111 convention); see ``iga.models.text`` for chunking and clip-skip per family.
+        """
+        import torch
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        negatives = [negatives] if isinstance(negatives, str) else list(negatives)
+        if not prompts:
+            raise ValueError("encode_prompt needs at least one prompt")
+        if not negatives:
+            negatives = [""]
+        if len(negatives) == 1:
+            negatives = negatives * len(prompts)
+        if len(negatives) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(negatives)} negative prompts; give one or the same number")
+        for text in (*prompts, *negatives):
+            if not isinstance(text, str):
+                raise TypeError(f"prompts must be strings, got {type(text).__name__}")
+        for slot in self.text_encoders:
+            slot.check_clip_skip(clip_skip)
+        self.latent_shape(width, height)  # validates the size before any work
+
+        texts = prompts + negatives
+        n_chunks, tokens = chunk_count(self.text_encoders, texts)
+        B = len(texts)
+        states, pooled = [], None
+        with torch.no_grad():
+            for i, slot in enumerate(self.text_encoders):
+                rows = [r for ids in tokens[i] for r in slot.rows(ids, n_chunks)]
+                ids_t = torch.tensor(rows, dtype=torch.long, device=self.device)
+                hidden, pool = slot.encode(ids_t, clip_skip)
+                states.append(hidden.reshape(B, n_chunks * hidden.shape[1], hidden.shape[2]))
+                if pool is not None:
+                    pooled = pool.reshape(B, n_chunks, -1)[:, 0]
+        context = torch.cat(states, dim=-1).to(self.dtype)
+        both: dict[str, torch.Tensor] = {"encoder_hidden_states": context}
+        if self.architecture == "sdxl":
+            if pooled is None:
+                raise RuntimeError("SDXL backend without a pooled text encoder")
+            both["text_embeds"] = pooled.to(self.dtype)
+            ids = torch.tensor([height, width, 0, 0, height, width], dtype=self.dtype, device=self.device)
+            both["time_ids"] = ids.expand(B, 6).clone()
+        n = len(prompts)
+        cond = {k: v[:n].contiguous() for k, v in both.items()}
+        uncond = {k: v[n:].contiguous() for k, v in both.items()}
+        return cond, uncond
+
+    # ------------------------------------------------------------ network
+
+    def raw_model(self, x: "torch.Tensor", t: "torch.Tensor", cond: "Conditioning") -> "torch.Tensor":
+        """Run the UNet on scaled input ``x`` at (possibly fractional) timesteps ``t`` [B].
+
+        Returns the raw prediction (eps or v, see ``prediction_type``) in ``x``'s dtype and device.
+        Conditioning with batch 1 is broadcast to the batch of ``x``.
+        """
+        import torch
+
+        B = x.shape[0]
+        sample = x.to(self.device, self.dtype)
+        t = torch.as_tensor(t, device=self.device)
+        t = t.to(torch.float32) if t.is_floating_point() else t
+        if t.ndim == 0:
+            t = t.expand(B)
+
+        def fit(v: torch.Tensor) -> torch.Tensor:
+            v = v.to(self.device, self.dtype)
+            if v.shape[0] == B:
+                return v
+            if v.shape[0] == 1:
+                return v.expand(B, *v.shape[1:])
+            raise ValueError(f"conditioning batch {v.shape[0]} does not match the input batch {B}")
+
+        kwargs: dict[str, Any] = {"encoder_hidden_states": fit(cond["encoder_hidden_states"])}
+        if self.architecture == "sdxl":
+            missing = {"text_embeds", "time_ids"} - set(cond)
+            if missing:
+                raise ValueError(f"SDXL conditioning lacks {sorted(missing)}; use encode_prompt to build it")
+            kwargs["added_cond_kwargs"] = {"text_embeds": fit(cond["text_embeds"]), "time_ids": fit(cond["time_ids"])}
+        with torch.no_grad():
+            out = self.unet(sample, t, return_dict=False, **kwargs)[0]
+        return out.to(device=x.device, dtype=x.dtype)
+
+    # ------------------------------------------------------------ VAE
+
+    def decode(self, latents: "torch.Tensor") -> "torch.Tensor":
+        """Decode latents (the UNet's scaled latent space) to images (B, 3, H, W) in [0, 1], float32 on the CPU."""
+        import torch
+
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        z = latents.to(self.device, self.vae_dtype) / self.scaling_factor + shift
+        with torch.no_grad():
+            images = self.vae.decode(z, return_dict=False)[0]
+        return (images.float() / 2 + 0.5).clamp(0, 1).cpu()
+
+    def encode_image(self, images: "torch.Tensor") -> "torch.Tensor":
+        """Encode images (B, 3, H, W) in [0, 1] to scaled latents (the posterior mean, deterministic)."""
+        import torch
+
+        x = images.to(self.device, self.vae_dtype) * 2 - 1
+        with torch.no_grad():
+            dist = self.vae.encode(x, return_dict=False)[0]
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return ((dist.mean - shift) * self.scaling_factor).float()
+
+    def __repr__(self) -> str:
+        return (f"StableDiffusionBackend({self.architecture}, {self.prediction_type}, "
+                f"{self.identity.get('path')!r}, {self.device}, {self.dtype})")
