@@ -205,7 +205,9 @@ class CFGDenoiser:
         self.cond: Conditioning = dict(cond)
         self.uncond: Conditioning | None = None if uncond is None else dict(uncond)
         if self.uncond is not None and set(self.uncond) != set(self.cond):
-            raise ValueError(f"cond and uncond must have the same keys, got {sorted(self.cond)} vs {sorted(self.uncond)}")
+            raise ValueError(
+                f"cond and uncond must have the same keys, got {sorted(self.cond)} vs {sorted(self.uncond)}"
+            )
         self.scale, self.rescale = float(scale), float(rescale)
         self.hooks = list(hooks)
         for h in self.hooks:

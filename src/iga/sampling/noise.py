@@ -131,11 +131,13 @@ class BrownianPath:
         self.depth = int(depth)
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._cache_size = int(cache_size)
+        self._results: OrderedDict[float, torch.Tensor] = OrderedDict()  # step i's end is step i+1's start
         self._w1 = math.sqrt(self.t1 - self.t0) * self._normal(0, 0)
 
     def _normal(self, level: int, index: int) -> torch.Tensor:
         g = _cpu_generator(_node_seed(self.seed, level, index))
-        return torch.randn(self.shape, generator=g, dtype=torch.float64)
+        # float32 draws are ~6x faster on CPU than float64 ones; the bridge arithmetic stays float64
+        return torch.randn(self.shape, generator=g, dtype=torch.float32).to(torch.float64)
 
     def _midpoint(self, level: int, index: int, a: float, b: float, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
         key = (level, index)
@@ -150,24 +152,33 @@ class BrownianPath:
         return wm
 
     def __call__(self, t: float) -> torch.Tensor:
-        """W(t) for t in [t0, t1] (float64 tensor of the image shape)."""
+        """W(t) for t in [t0, t1] (float64 tensor of the image shape; do not modify it in place)."""
         t = float(t)
         span = self.t1 - self.t0
         if t < self.t0 - 1e-9 * span or t > self.t1 + 1e-9 * span or not math.isfinite(t):
             raise NoiseError(f"Brownian path queried at t={t:.9g}, outside its domain [{self.t0:.9g}, {self.t1:.9g}]")
         t = min(max(t, self.t0), self.t1)
+        hit = self._results.get(t)
+        if hit is None:
+            hit = self._evaluate(t)
+            self._results[t] = hit
+            if len(self._results) > 8:
+                self._results.popitem(last=False)
+        return hit
+
+    def _evaluate(self, t: float) -> torch.Tensor:
         a, b = self.t0, self.t1
         wa, wb = torch.zeros(self.shape, dtype=torch.float64), self._w1
         if t == a:
             return wa
         if t == b:
-            return wb.clone()
+            return wb
         index = 0
         for level in range(self.depth):
             m = 0.5 * (a + b)
             wm = self._midpoint(level, index, a, b, wa, wb)
             if t == m:
-                return wm.clone()
+                return wm
             if t < m:
                 b, wb, index = m, wm, 2 * index
             else:

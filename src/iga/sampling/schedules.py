@@ -45,7 +45,8 @@ def validate_sigmas(sigmas: torch.Tensor, name: str = "sigmas", *, require_zero_
         raise ScheduleError(f"{name}: need at least 2 sigmas (one step), got {sigmas.numel()}")
     s = sigmas.detach().to("cpu", torch.float64)
     if not torch.isfinite(s).all():
-        raise ScheduleError(f"{name}: non-finite sigma(s) at index {torch.nonzero(~torch.isfinite(s)).flatten().tolist()}")
+        where = torch.nonzero(~torch.isfinite(s)).flatten().tolist()
+        raise ScheduleError(f"{name}: non-finite sigma(s) at index {where}")
     bad = torch.nonzero(s[1:] >= s[:-1]).flatten()
     if bad.numel():
         i = int(bad[0])
@@ -138,7 +139,9 @@ def sgm_uniform(n_steps: int, schedule: Any) -> torch.Tensor:
 def simple(n_steps: int, schedule: Any) -> torch.Tensor:
     """ComfyUI ``simple``: sigma_k = table[N-1-floor(k N / n)], k = 0..n-1; +0.
 
-    Equals diffusers ``timestep_spacing="trailing"`` exactly (t = round(arange(N, 0, -N/n)) - 1).
+    diffusers ``timestep_spacing="trailing"`` uses t = round(N - k N/n) - 1 instead of N - 1 - floor(k N/n):
+    identical when n divides N (n = 10, 20, 25, 50 ... for N = 1000), otherwise some steps sit one training
+    index higher here (e.g. n = 37: up to 2% more sigma at single steps).
     """
     n = _check_steps(n_steps, "simple")
     table = _table(schedule)
@@ -187,7 +190,7 @@ def karras(n_steps: int, schedule: Any, *, rho: float = 7.0, sigma_min: float | 
 
 def exponential(n_steps: int, schedule: Any, *, sigma_min: float | None = None,
                 sigma_max: float | None = None) -> torch.Tensor:
-    """exp(linspace(ln sigma_max, ln sigma_min, n)); +0. Same in ComfyUI, A1111, diffusers ``use_exponential_sigmas``."""
+    """exp(linspace(ln sigma_max, ln sigma_min, n)); +0. Same in ComfyUI, A1111 and diffusers (exponential_sigmas)."""
     n = _check_steps(n_steps, "exponential")
     lo, hi = _range(schedule, sigma_min, sigma_max, "exponential")
     return _finish(np.exp(np.linspace(math.log(hi), math.log(lo), n)), "exponential")
@@ -378,7 +381,8 @@ class ScheduleSpec:
 SCHEDULES: dict[str, ScheduleSpec] = {
     s.name: s
     for s in (
-        ScheduleSpec("normal", normal, {}, doc="uniform in training time, log-sigma interpolated, ends at sigma_min, +0"),
+        ScheduleSpec("normal", normal, {},
+                     doc="uniform in training time, log-sigma interpolated, ends at sigma_min, +0"),
         ScheduleSpec("karras", karras, {"rho": 7.0, "sigma_min": None, "sigma_max": None},
                      doc="Karras rho-spaced between sigma_max and sigma_min, +0"),
         ScheduleSpec("exponential", exponential, {"sigma_min": None, "sigma_max": None},
@@ -415,7 +419,8 @@ def compute_schedule(name: str, n_steps: int, schedule: Any, **params: Any) -> t
         raise ScheduleError(f"unknown schedule {name!r}{hint} (known: {', '.join(SCHEDULES)})")
     unknown = set(params) - set(spec.params)
     if unknown:
-        raise ScheduleError(f"schedule {name!r} does not take {sorted(unknown)}; it takes {sorted(spec.params) or 'none'}")
+        takes = sorted(spec.params) or "none"
+        raise ScheduleError(f"schedule {name!r} does not take {sorted(unknown)}; it takes {takes}")
     kind = getattr(schedule, "kind", None)
     if kind not in spec.kinds:
         raise ScheduleError(f"schedule {name!r} is defined for {'/'.join(spec.kinds)} models, not {kind!r}")
