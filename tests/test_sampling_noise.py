@@ -147,6 +147,7 @@ def test_make_noise_sampler():
     assert make_noise_sampler("none", x, [1, 2], sig) is None
     assert isinstance(make_noise_sampler("seeded", x, [1, 2], sig), SeededNoiseSampler)
     bt = make_noise_sampler("brownian", x, [1, 2], sig)
-    assert isinstance(bt, BrownianTreeNoiseSampler) and bt.sigma_hi == pytest.approx(14.6)
+    assert isinstance(bt, BrownianTreeNoiseSampler) and bt.sigma_hi == pytest.approx(1.5 * 14.6)
+    bt(14.6 * 1.4142, 14.6)  # churned sigma above the list is inside the domain
     with pytest.raises(NoiseError):
         make_noise_sampler("gpu", x, [1, 2], sig)  # type: ignore[arg-type]

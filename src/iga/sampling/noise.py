@@ -230,18 +230,21 @@ class BrownianTreeNoiseSampler:
 
 
 NoiseKind = Literal["none", "seeded", "brownian"]
+BROWNIAN_HEADROOM = 1.5
 
 
 def make_noise_sampler(kind: NoiseKind, x_like: torch.Tensor, seeds: Sequence[int], sigmas: torch.Tensor
                        ) -> SeededNoiseSampler | BrownianTreeNoiseSampler | None:
     """The noise source a sampler declares (``SamplerSpec.noise``), seeded per image.
 
-    ``"brownian"`` spans [0, max(sigmas)] (for flow models that is [0, 1] when the list starts at 1).
+    ``"brownian"`` spans [0, 1.5 * max(sigmas)]: the headroom covers samplers that raise sigma above the
+    list (Karras churn reaches at most sqrt(2) * sigma); the path depends only on that bound, so lists that
+    share their first sigma (any step count of the same schedule) see the same Brownian motion.
     """
     if kind == "none":
         return None
     if kind == "seeded":
         return SeededNoiseSampler(x_like, seeds)
     if kind == "brownian":
-        return BrownianTreeNoiseSampler(x_like, seeds, sigma_hi=float(sigmas.max()))
+        return BrownianTreeNoiseSampler(x_like, seeds, sigma_hi=BROWNIAN_HEADROOM * float(sigmas.max()))
     raise NoiseError(f"unknown noise kind {kind!r}; expected 'none', 'seeded' or 'brownian'")
