@@ -1,0 +1,188 @@
+"""Low-level file I/O for checkpoints: positional reads/writes, streaming copies, fsync, atomic replace, locks."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from iga.checkpoint.errors import CheckpointWriteError, FileBusyError
+
+COPY_CHUNK = 64 * 1024 * 1024
+"""Bytes per kernel copy call (copy_file_range/sendfile); also the unit a failure can interrupt."""
+
+BUFFER_SIZE = 8 * 1024 * 1024
+"""Buffer for user-space copies and hashing: large enough that per-call overhead is negligible."""
+
+TEMP_SUFFIX = ".iga-tmp"
+
+# Kernel copy paths that failed once with "not supported here" are not retried in this process.
+_kernel_copy_ok = {"copy_file_range": hasattr(os, "copy_file_range"), "sendfile": hasattr(os, "sendfile")}
+_UNSUPPORTED = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP}
+
+
+def pread(fd: int, n: int, offset: int) -> bytes:
+    """Read up to n bytes at offset (loops over short reads)."""
+    if hasattr(os, "pread"):
+        parts = []
+        while n > 0:
+            b = os.pread(fd, n, offset)
+            if not b:
+                break
+            parts.append(b)
+            n -= len(b)
+            offset += len(b)
+        return b"".join(parts)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
+    return os.read(fd, n)  # pragma: no cover
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of data at offset (loops over short writes)."""
+    view = memoryview(data)
+    if hasattr(os, "pwrite"):
+        while view:
+            k = os.pwrite(fd, view, offset)
+            view = view[k:]
+            offset += k
+        return
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
+    while view:  # pragma: no cover
+        k = os.write(fd, view)
+        view = view[k:]
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so a rename or unlink in it is durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive_lock(fd: int, path: str) -> Iterator[None]:
+    """Hold an advisory exclusive lock on an open file (POSIX flock) so two iga edits never interleave."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FileBusyError("another process is editing this file", path=path) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def check_free_space(directory: str, needed: int, path: str) -> None:
+    """Refuse before starting when the target folder cannot hold ``needed`` more bytes."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if free < needed:
+        raise CheckpointWriteError(
+            f"not enough free space in {directory}: the rewrite needs {needed:,} bytes, {free:,} are free",
+            path=path,
+            hint="Free some space, or write the result to another disk with -o/--out.",
+        )
+
+
+def copy_range(src_fd: int, dst_fd: int, src_off: int, dst_off: int, count: int) -> None:
+    """Copy count bytes between two files at explicit offsets, in chunks, with the fastest mechanism available."""
+    done = 0
+    while done < count:
+        n = copy_chunk(src_fd, dst_fd, src_off + done, dst_off + done, min(COPY_CHUNK, count - done))
+        if n <= 0:
+            raise CheckpointWriteError(
+                f"source ended early while copying (copied {done:,} of {count:,} bytes)",
+                hint="The file changed or was truncated during the copy; retry.",
+            )
+        done += n
+
+
+def copy_chunk(src_fd: int, dst_fd: int, src_off: int, dst_off: int, count: int) -> int:
+    """Copy up to count bytes once; returns bytes copied (0 at end of source)."""
+    if _kernel_copy_ok["copy_file_range"]:
+        try:
+            return os.copy_file_range(src_fd, dst_fd, count, src_off, dst_off)
+        except OSError as e:
+            if e.errno not in _UNSUPPORTED:
+                raise
+            _kernel_copy_ok["copy_file_range"] = False
+    if _kernel_copy_ok["sendfile"]:
+        try:
+            os.lseek(dst_fd, dst_off, os.SEEK_SET)
+            return os.sendfile(dst_fd, src_fd, src_off, count)
+        except OSError as e:
+            if e.errno not in _UNSUPPORTED:
+                raise
+            _kernel_copy_ok["sendfile"] = False
+    return _copy_userspace(src_fd, dst_fd, src_off, dst_off, count)
+
+
+def _copy_userspace(src_fd: int, dst_fd: int, src_off: int, dst_off: int, count: int) -> int:
+    data = pread(src_fd, min(count, BUFFER_SIZE), src_off)
+    if data:
+        pwrite_all(dst_fd, data, dst_off)
+    return len(data)
+
+
+@contextlib.contextmanager
+def atomic_output(dest: str, *, mode_from: int | None = None) -> Iterator[tuple[int, str]]:
+    """Yield (fd, temp path) of a temp file next to ``dest``; on success fsync, rename over dest, fsync the folder.
+
+    On any exception (including KeyboardInterrupt) the temp file is removed and ``dest`` is left as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(dest))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=TEMP_SUFFIX, dir=directory)
+    closed = False
+    try:
+        yield fd, tmp
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode_from if mode_from is not None else _existing_mode(dest))
+        os.fsync(fd)
+        os.close(fd)
+        closed = True
+        os.replace(tmp, dest)
+    except BaseException:
+        if not closed:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def _existing_mode(dest: str) -> int:
+    # mkstemp creates 0600 files; keep the mode of the file we replace, else the usual 0644.
+    try:
+        return os.stat(dest).st_mode & 0o7777
+    except OSError:
+        return 0o644
+
+
+def write_bytes_atomic(dest: str, data: bytes) -> None:
+    """Write a small file atomically (temp file in the same folder, fsync, rename)."""
+    with atomic_output(dest) as (fd, _tmp):
+        pwrite_all(fd, data, 0)
+
+
+def open_readonly(path: str) -> BinaryIO:
+    """Open a file for unbuffered binary reading."""
+    return open(path, "rb", buffering=0)

@@ -1,0 +1,244 @@
+"""Checkpoint hashes (weights SHA-256, file SHA-256, AutoV2, AutoV3), streamed and cached.
+
+- ``weights_sha256``: SHA-256 of the tensor data, i.e. every byte after ``8 + N``. Editing metadata never changes
+  it. It equals kohya's ``sshs_model_hash``, ModelSpec ``hash_sha256`` (without ``0x``) and the hash behind Civitai's
+  AutoV3. Bytes are hashed in file order (the stored data buffer), which is the only order every tool agrees on.
+- ``file_sha256``: SHA-256 of the whole file (Civitai "SHA256"); ``autov2`` is its first 10 hex digits (A1111
+  "Model hash"). Any header edit changes these.
+- ``autov3``: first 12 hex digits of ``weights_sha256``.
+
+Results are cached in ``hashes.json`` under ``platformdirs.user_cache_dir("iga")`` or ``$IGA_CACHE_DIR``, keyed by
+(real path, kind) and valid only while (size, mtime_ns, inode) are unchanged. The cache is written atomically; a
+corrupt or unreadable cache is ignored, and a read-only cache folder only costs the cache. iga's own header edits
+carry a cached weights hash over to the edited file (its tensor bytes are unchanged) and drop the file hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from iga.checkpoint import _io
+from iga.checkpoint.errors import CheckpointFileError
+from iga.checkpoint.header import read_header
+
+CACHE_ENV = "IGA_CACHE_DIR"
+CACHE_FILE = "hashes.json"
+CACHE_VERSION = 1
+MAX_CACHE_ENTRIES = 4096
+_MAX_CACHE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HashResult:
+    """Hashes of one checkpoint file (None for kinds not computed)."""
+
+    weights_sha256: str | None
+    file_sha256: str | None
+
+    @property
+    def autov2(self) -> str | None:
+        """A1111 "Model hash": first 10 hex of the full-file SHA-256."""
+        return self.file_sha256[:10] if self.file_sha256 else None
+
+    @property
+    def autov3(self) -> str | None:
+        """Civitai AutoV3: first 12 hex of the tensor-data SHA-256."""
+        return self.weights_sha256[:12] if self.weights_sha256 else None
+
+    def to_dict(self) -> dict[str, str | None]:
+        """Plain dict for JSON output."""
+        return {
+            "weights_sha256": self.weights_sha256,
+            "file_sha256": self.file_sha256,
+            "autov2": self.autov2,
+            "autov3": self.autov3,
+        }
+
+
+def weights_sha256(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
+    """SHA-256 (hex) of the tensor data, the bytes after the header (= sshs_model_hash, ModelSpec hash_sha256)."""
+    h = compute_hashes(path, weights=True, file=False, use_cache=use_cache).weights_sha256
+    assert h is not None
+    return h
+
+
+def file_sha256(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
+    """SHA-256 (hex) of the whole file (any file type; nothing is parsed)."""
+    h = compute_hashes(path, weights=False, file=True, use_cache=use_cache).file_sha256
+    assert h is not None
+    return h
+
+
+def autov2(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
+    """A1111 "Model hash" (AutoV2): first 10 hex digits of the full-file SHA-256."""
+    return file_sha256(path, use_cache=use_cache)[:10]
+
+
+def autov3(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
+    """Civitai AutoV3: first 12 hex digits of the tensor-data SHA-256."""
+    return weights_sha256(path, use_cache=use_cache)[:12]
+
+
+def compute_hashes(
+    path: str | os.PathLike[str], *, weights: bool = True, file: bool = True, use_cache: bool = True
+) -> HashResult:
+    """Compute the requested hashes in one streaming pass (cached ones are not recomputed)."""
+    p = os.fspath(path)
+    real = os.path.realpath(p)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise CheckpointFileError("no such file", path=p, hint="Check the path.") from None
+    cache = _Cache.load() if use_cache else None
+    results: dict[str, str | None] = {"weights": None, "file": None}
+    wanted = [k for k, on in (("weights", weights), ("file", file)) if on]
+    missing = []
+    for kind in wanted:
+        hit = cache.get(real, kind, st) if cache else None
+        if hit:
+            results[kind] = hit
+        else:
+            missing.append(kind)
+    if missing:
+        data_start = read_header(p).data_start if "weights" in missing else 0
+        computed = _stream_hashes(real, data_start if "weights" in missing else None, "file" in missing, st)
+        results.update(computed)
+        if cache is not None:
+            for kind in missing:
+                cache.put(real, kind, st, computed[kind])
+            cache.save()
+    return HashResult(weights_sha256=results["weights"], file_sha256=results["file"])
+
+
+def _stream_hashes(path: str, data_start: int | None, whole: bool, st: os.stat_result) -> dict[str, str]:
+    """One sequential read of the file feeding the requested hashers from a reused buffer."""
+    hw = hashlib.sha256() if data_start is not None else None
+    hf = hashlib.sha256() if whole else None
+    buf = bytearray(_io.BUFFER_SIZE)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        if hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        pos = 0
+        if hf is None and data_start is not None:
+            f.seek(data_start)
+            pos = data_start
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            chunk = view[:n]
+            if hf is not None:
+                hf.update(chunk)
+            if hw is not None:
+                end = pos + n
+                if end > data_start:  # type: ignore[operator]
+                    hw.update(chunk[max(0, data_start - pos) :] if pos < data_start else chunk)  # type: ignore[operator]
+            pos += n
+        after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or pos != st.st_size:
+        raise CheckpointFileError("the file changed while it was being hashed", path=path, hint="Retry.")
+    out: dict[str, str] = {}
+    if hw is not None:
+        out["weights"] = hw.hexdigest()
+    if hf is not None:
+        out["file"] = hf.hexdigest()
+    return out
+
+
+def note_header_edit(path: str | os.PathLike[str], before: os.stat_result, after: os.stat_result) -> None:
+    """After iga rewrote only the header: keep a cached weights hash for the new stat, drop the file hash."""
+    real = os.path.realpath(os.fspath(path))
+    cache = _Cache.load()
+    if not cache.entries:
+        return
+    weights = cache.get(real, "weights", before)
+    cache.drop(real)
+    if weights:
+        cache.put(real, "weights", after, weights)
+    cache.save()
+
+
+def cache_dir() -> str:
+    """Folder of iga's cache: $IGA_CACHE_DIR, else platformdirs.user_cache_dir('iga')."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return env
+    import platformdirs
+
+    return platformdirs.user_cache_dir("iga")
+
+
+class _Cache:
+    """A small JSON map: "kind\\0realpath" -> {size, mtime_ns, inode, sha256, used}."""
+
+    def __init__(self, path: str, entries: dict[str, dict[str, Any]]) -> None:
+        self.path = path
+        self.entries = entries
+        self.dirty = False
+
+    @classmethod
+    def load(cls) -> _Cache:
+        path = os.path.join(cache_dir(), CACHE_FILE)
+        entries: dict[str, dict[str, Any]] = {}
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(_MAX_CACHE_BYTES + 1)
+            if len(raw) <= _MAX_CACHE_BYTES:
+                obj = json.loads(raw)
+                if isinstance(obj, dict) and obj.get("version") == CACHE_VERSION and isinstance(obj.get("entries"), dict):
+                    entries = {k: v for k, v in obj["entries"].items() if isinstance(v, dict)}
+        except (OSError, ValueError):
+            entries = {}  # a missing or corrupt cache is just empty
+        return cls(path, entries)
+
+    @staticmethod
+    def _key(real: str, kind: str) -> str:
+        return f"{kind}\0{real}"
+
+    def get(self, real: str, kind: str, st: os.stat_result) -> str | None:
+        e = self.entries.get(self._key(real, kind))
+        if (
+            e
+            and e.get("size") == st.st_size
+            and e.get("mtime_ns") == st.st_mtime_ns
+            and e.get("inode") == st.st_ino
+            and isinstance(e.get("sha256"), str)
+            and len(e["sha256"]) == 64
+        ):
+            return str(e["sha256"])
+        return None
+
+    def put(self, real: str, kind: str, st: os.stat_result, sha: str) -> None:
+        self.entries[self._key(real, kind)] = {
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "inode": st.st_ino,
+            "sha256": sha,
+            "used": time.time(),
+        }
+        self.dirty = True
+
+    def drop(self, real: str) -> None:
+        for kind in ("weights", "file"):
+            if self.entries.pop(self._key(real, kind), None) is not None:
+                self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        if len(self.entries) > MAX_CACHE_ENTRIES:
+            keep = sorted(self.entries.items(), key=lambda kv: kv[1].get("used", 0), reverse=True)
+            self.entries = dict(keep[:MAX_CACHE_ENTRIES])
+        data = json.dumps({"version": CACHE_VERSION, "entries": self.entries}, sort_keys=True).encode("utf-8")
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            _io.write_bytes_atomic(self.path, data)

@@ -1,0 +1,457 @@
+"""`iga inspect`, `iga embed`, `iga verify`, `iga recover`: look into checkpoints and bind recipes to them.
+
+Exit codes: 0 ok, 1 verification failed, 2 bad input or usage (one `error: ...` line on stderr, no traceback).
+Top-level imports stay light (typer and the standard library); iga.checkpoint is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+INSPECT_SCHEMA = "iga.inspect/1"
+VERIFY_SCHEMA = "iga.verify/1"
+EMBED_SCHEMA = "iga.embed/1"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the checkpoint commands to the `iga` app."""
+    app.command("inspect")(inspect_command)
+    app.command("embed")(embed_command)
+    app.command("verify")(verify_command)
+    app.command("recover")(recover_command)
+
+
+# --- inspect -------------------------------------------------------------------------------------------------------
+
+
+def inspect_command(
+    path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (schema iga.inspect/1)")] = False,
+    with_hash: Annotated[
+        bool, typer.Option("--hash", help="also compute SHA-256 of the weights and of the file (reads the whole file)")
+    ] = False,
+) -> None:
+    """Show what a checkpoint is and promises: architecture, prediction type, recipe, metadata, tensors, hashes.
+
+    Only the header is read (milliseconds, whatever the file size) unless --hash is given. Pickle files
+    (.ckpt/.pt/.pth/.bin) are refused, never loaded.
+
+    --json prints one object, stable within schema "iga.inspect/1":
+
+      schema        "iga.inspect/1"
+      path          the path as given
+      file_size     bytes
+      header        {length: N, json_length, slack: free bytes for in-place edits, data_start: 8+N}
+      architecture  {architecture: sd1|sd2|sdxl|sdxl_refiner|demo|unknown, layout: ldm|diffusers|demo|unknown,
+                     components: [...], prediction_type: eps|v|null (when all hints agree),
+                     zero_terminal_snr: true|false|null, evidence: [{source, detail, suggests, rank}],
+                     prediction_hints: [{kind, value, source}], conflicts: [...], notes: [...]}
+      recipe        null, or {origin: embedded|sidecar, path, raw: {...} (as stored), valid: true|false|null
+                     (null when the recipe validator is unavailable), normalized: {...}|null, issues: [str],
+                     warnings: [str]}
+      metadata      {modelspec: {...}, kohya: {...}, iga: {...}, other: {...}} (all string values, as stored)
+      tensors       {count, bytes, dtypes: {DTYPE: {count, bytes}}}
+      hashes        null, or {weights_sha256, file_sha256, autov2, autov3}
+
+    On bad input it prints {"schema": "iga.inspect/1", "path": ..., "error": "..."} and exits 2.
+    """
+    with _errors(INSPECT_SCHEMA, path if as_json else None):
+        report = _inspect(path, with_hash)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_inspect(report)
+
+
+def _inspect(path: Path, with_hash: bool) -> dict[str, Any]:
+    import warnings
+
+    from iga.checkpoint import compute_hashes, detect_architecture, find_recipe, group_metadata, read_header
+
+    header = read_header(path)
+    arch = detect_architecture(header)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # conflicts are reported in recipe.warnings
+        source = find_recipe(path)
+    recipe: dict[str, Any] | None = None
+    if source is not None:
+        recipe = {"origin": source.origin, "path": source.path, "raw": source.recipe, "warnings": list(source.warnings)}
+        recipe.update(_normalise(source.recipe, source.path))
+    hashes = compute_hashes(path).to_dict() if with_hash else None
+    return {
+        "schema": INSPECT_SCHEMA,
+        "path": str(path),
+        "file_size": header.file_size,
+        "header": {
+            "length": header.header_len,
+            "json_length": header.json_len,
+            "slack": header.slack,
+            "data_start": header.data_start,
+        },
+        "architecture": arch.to_dict(),
+        "recipe": recipe,
+        "metadata": group_metadata(header.metadata),
+        "tensors": {
+            "count": len(header.tensors),
+            "bytes": header.data_len,
+            "dtypes": header.dtype_summary(),
+        },
+        "hashes": hashes,
+    }
+
+
+def _normalise(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Validate through iga.recipe when it is available; never fails the inspection."""
+    try:
+        from iga.recipe import parse_recipe_dict
+    except ImportError:
+        return {"valid": None, "normalized": None, "issues": []}
+    try:
+        model, issues = parse_recipe_dict(raw, source=source)
+    except Exception as e:  # a broken recipe is something to show, not a crash
+        found = getattr(e, "issues", None)
+        lines = [str(i) for i in found] if found else [_one_line(e)]
+        return {"valid": False, "normalized": None, "issues": lines}
+    return {"valid": True, "normalized": model.to_dict(), "issues": [str(i) for i in issues]}
+
+
+def _print_inspect(r: dict[str, Any]) -> None:
+    echo = typer.echo
+    a = r["architecture"]
+    h = r["header"]
+    echo(str(r["path"]))
+    echo(
+        f"  file          {_size(r['file_size'])}, header {h['length']:,} bytes "
+        f"({h['slack']:,} free for in-place edits)"
+    )
+    parts = ", ".join(a["components"]) or "no known components"
+    echo(f"  architecture  {a['architecture']} ({a['layout']} layout; {parts})")
+    for e in a["evidence"]:
+        arrow = f" -> {e['suggests']}" if e["suggests"] else ""
+        echo(f"      {e['detail']}{arrow}  [{e['source']}]")
+    for c in a["conflicts"]:
+        echo(f"      conflict: {c}")
+    for n in a["notes"]:
+        echo(f"      note: {n}")
+    pred = a["prediction_type"] or ("conflicting hints" if a["prediction_hints"] else "no hints")
+    echo(f"  prediction    {pred}" + (", zero terminal SNR" if a["zero_terminal_snr"] else ""))
+    for hint in a["prediction_hints"]:
+        echo(f"      {hint['kind']}={hint['value']}  [{hint['source']}]")
+    rec = r["recipe"]
+    if rec is None:
+        echo("  recipe        none (embed one with `iga embed MODEL RECIPE.json`)")
+    else:
+        status = {True: "valid", False: "INVALID", None: "not validated"}[rec["valid"]]
+        echo(f"  recipe        {rec['origin']} ({rec['path']}), {status}")
+        for w in rec["warnings"] + rec["issues"]:
+            echo(f"      {w}")
+        shown = rec["normalized"] if rec["normalized"] is not None else rec["raw"]
+        for line in json.dumps(shown, indent=2, ensure_ascii=False).splitlines():
+            echo(f"      {line}")
+    t = r["tensors"]
+    dtypes = ", ".join(f"{k} {v['count']:,} ({_size(v['bytes'])})" for k, v in t["dtypes"].items())
+    echo(f"  tensors       {t['count']:,} tensors, {_size(t['bytes'])}" + (f": {dtypes}" if dtypes else ""))
+    for group, values in r["metadata"].items():
+        if not values:
+            continue
+        echo(f"  metadata {group}")
+        for k, v in values.items():
+            if k == "iga.recipe":
+                v = f"<recipe, {len(v):,} characters; shown above>"
+            echo(f"      {k} = {_short(v)}")
+    if r["hashes"]:
+        hs = r["hashes"]
+        echo(f"  weights sha256  {hs['weights_sha256']}  (AutoV3 {hs['autov3']}, = sshs_model_hash)")
+        echo(f"  file sha256     {hs['file_sha256']}  (AutoV2 {hs['autov2']}, A1111 'Model hash')")
+
+
+# --- embed ---------------------------------------------------------------------------------------------------------
+
+
+def embed_command(
+    path: Annotated[Path, typer.Argument(help="the .safetensors checkpoint to bind the recipe to")],
+    recipe_file: Annotated[Path, typer.Argument(help="recipe file, .json or .yaml")],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="write a new file instead of editing PATH in place")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (schema iga.embed/1)")] = False,
+) -> None:
+    """Embed a recipe in a checkpoint's header, with hashes that `iga verify` can check later.
+
+    The recipe is validated (problems are listed with their fix), then hashes.weights_sha256 (SHA-256 of the tensor
+    data, unchanged by header edits) and hashes.metadata_sha256 (SHA-256 of the recipe's canonical JSON without
+    `hashes`) are filled in. The recipe goes under __metadata__["iga.recipe"]; prediction type, first preferred
+    resolution, clip skip and the weights hash are mirrored into modelspec.* keys. All other metadata and every tensor
+    stay as they are.
+
+    By default PATH is edited in place: when the new header fits in the old one, only the header bytes are written
+    (milliseconds, protected by an undo journal); otherwise the file is rewritten by streaming to a temp file and
+    renaming it over PATH, with room reserved so the next edit is in place. With -o the result goes to OUT and PATH is
+    not touched. Editing changes the full-file SHA-256 (A1111 "Model hash"/AutoV2), never the weights hash (AutoV3).
+
+    --json prints {"schema": "iga.embed/1", "path", "mode": in_place|rewrite|unchanged, "bytes_written",
+    "header_length", "slack", "weights_sha256", "metadata_sha256", "warnings": [str]}.
+    """
+    with _errors(EMBED_SCHEMA, path if as_json else None):
+        report = _embed(path, recipe_file, out)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    for w in report["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
+    how = {"in_place": "edited the header in place", "rewrite": "rewrote the file", "unchanged": "nothing to change"}
+    typer.echo(
+        f"embedded recipe in {report['path']}: {how[report['mode']]} ({report['bytes_written']:,} bytes written; "
+        f"header {report['header_length']:,} bytes, {report['slack']:,} free)"
+    )
+    typer.echo(f"  weights sha256   {report['weights_sha256']}")
+    typer.echo(f"  recipe sha256    {report['metadata_sha256']}")
+
+
+def _embed(path: Path, recipe_file: Path, out: Path | None) -> dict[str, Any]:
+    from iga.checkpoint import embed_recipe, read_header, weights_sha256
+    from iga.recipe.canonical import recipe_metadata_sha256
+
+    read_header(path)  # fail fast on a bad checkpoint before validating the recipe
+    recipe, warnings = _load_recipe(recipe_file)
+    weights = weights_sha256(path)
+    hashes = dict(recipe.get("hashes") or {})
+    old = hashes.get("weights_sha256")
+    if old and old != weights:
+        warnings.append(
+            f"the recipe's hashes.weights_sha256 ({old[:12]}...) is not this file's ({weights[:12]}...); replaced it"
+        )
+    body = {k: v for k, v in recipe.items() if k != "hashes"}
+    hashes["weights_sha256"] = weights
+    hashes["metadata_sha256"] = recipe_metadata_sha256(body)
+    final = {**body, "hashes": hashes}
+    result = embed_recipe(path, final, out=out)
+    return {
+        "schema": EMBED_SCHEMA,
+        "path": result.path,
+        "mode": result.mode,
+        "bytes_written": result.bytes_written,
+        "header_length": result.new_header_len,
+        "slack": result.slack,
+        "weights_sha256": weights,
+        "metadata_sha256": hashes["metadata_sha256"],
+        "warnings": warnings,
+    }
+
+
+def _load_recipe(recipe_file: Path) -> tuple[dict[str, Any], list[str]]:
+    """Validated recipe as a plain dict plus warnings; falls back to a plain JSON/YAML load without iga.recipe."""
+    try:
+        from iga.recipe import load_recipe_file
+    except ImportError:
+        return _load_plain(recipe_file), []
+    try:
+        model, issues = load_recipe_file(recipe_file)
+    except Exception as e:
+        found = getattr(e, "issues", None)
+        if found:
+            raise _UsageError(f"{recipe_file} is not a valid iga recipe: " + "; ".join(str(i) for i in found)) from None
+        raise _UsageError(f"{recipe_file}: {_one_line(e)}") from None
+    return model.to_dict(), [str(i) for i in issues if getattr(i, "severity", "warning") == "warning"]
+
+
+def _load_plain(recipe_file: Path) -> dict[str, Any]:
+    from iga.checkpoint.embed import MAX_RECIPE_BYTES, parse_recipe_json
+
+    try:
+        raw = recipe_file.read_bytes()
+    except OSError as e:
+        raise _UsageError(f"{recipe_file}: cannot read the recipe file ({e.strerror})") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise _UsageError(f"{recipe_file}: a recipe may be at most {MAX_RECIPE_BYTES:,} bytes")
+    if recipe_file.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise _UsageError(f"{recipe_file}: not valid YAML ({_one_line(e)})") from None
+        if not isinstance(data, dict):
+            raise _UsageError(f"{recipe_file}: a recipe must be a mapping")
+        return data
+    return parse_recipe_json(raw, path=str(recipe_file), where="recipe file")
+
+
+# --- verify --------------------------------------------------------------------------------------------------------
+
+
+def verify_command(
+    path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint with a recipe (embedded or sidecar)")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (schema iga.verify/1)")] = False,
+) -> None:
+    """Check that a checkpoint still matches the hashes its recipe records.
+
+    weights_sha256 is compared with the SHA-256 of the tensor data (reads the whole file; cached by path, size and
+    mtime) and metadata_sha256 with the SHA-256 of the recipe's canonical JSON without `hashes`. A weights mismatch
+    means the tensors changed (corruption, or the recipe was copied from another file); a recipe mismatch means the
+    recipe was edited after it was hashed.
+
+    Exit 0 when every recorded hash matches, 1 when one does not (saying which), 2 when there is no recipe, the
+    recipe records no hashes, or the input is bad.
+
+    --json prints {"schema": "iga.verify/1", "path", "status": ok|mismatch|no_recipe|no_hashes|error,
+    "recipe_origin": embedded|sidecar|null, "recipe_path", "checks": [{"name", "expected", "actual", "ok"}],
+    "message"}.
+    """
+    report: dict[str, Any] = {
+        "schema": VERIFY_SCHEMA,
+        "path": str(path),
+        "status": "error",
+        "recipe_origin": None,
+        "recipe_path": None,
+        "checks": [],
+        "message": "",
+    }
+    with _errors(VERIFY_SCHEMA, path if as_json else None, report):
+        code = _verify(path, report)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        for c in report["checks"]:
+            mark = "ok      " if c["ok"] else "MISMATCH"
+            typer.echo(f"{mark} {c['name']}: recorded {c['expected']}, actual {c['actual']}")
+        if code == 0:
+            typer.echo(report["message"])
+    if code:
+        typer.echo(f"error: {report['message']}", err=True)
+        raise typer.Exit(code)
+
+
+def _verify(path: Path, report: dict[str, Any]) -> int:
+    import warnings
+
+    from iga.checkpoint import find_recipe, weights_sha256
+    from iga.recipe.canonical import recipe_metadata_sha256
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = find_recipe(path)
+    if source is None:
+        report["status"] = "no_recipe"
+        report["message"] = f"{path}: no recipe (neither embedded nor in a sidecar); nothing to verify"
+        return 2
+    report["recipe_origin"] = source.origin
+    report["recipe_path"] = source.path
+    hashes = source.recipe.get("hashes")
+    hashes = hashes if isinstance(hashes, dict) else {}
+    expected_w = hashes.get("weights_sha256")
+    expected_m = hashes.get("metadata_sha256")
+    if not isinstance(expected_w, str) and not isinstance(expected_m, str):
+        report["status"] = "no_hashes"
+        report["message"] = (
+            f"{path}: the {source.origin} recipe records no hashes; run `iga embed` to add them"
+        )
+        return 2
+    checks = report["checks"]
+    if isinstance(expected_m, str):
+        body = {k: v for k, v in source.recipe.items() if k != "hashes"}
+        actual = recipe_metadata_sha256(body)
+        checks.append({"name": "metadata_sha256", "expected": expected_m, "actual": actual, "ok": actual == expected_m})
+    if isinstance(expected_w, str):
+        if path.is_dir():
+            raise _UsageError(f"{path}: weights_sha256 can be verified for single .safetensors files only")
+        actual = weights_sha256(path)
+        checks.append({"name": "weights_sha256", "expected": expected_w, "actual": actual, "ok": actual == expected_w})
+    bad = [c["name"] for c in checks if not c["ok"]]
+    if bad:
+        why = {
+            "weights_sha256": "the tensor data differs from what the recipe was made for (corrupt file, or the recipe "
+            "belongs to another checkpoint)",
+            "metadata_sha256": "the recipe was edited after it was hashed",
+        }
+        report["status"] = "mismatch"
+        report["message"] = f"{path}: " + "; ".join(f"{n} does not match: {why[n]}" for n in bad)
+        return 1
+    report["status"] = "ok"
+    report["message"] = f"{path}: verified ({', '.join(c['name'] for c in checks)} match the {source.origin} recipe)"
+    return 0
+
+
+# --- recover -------------------------------------------------------------------------------------------------------
+
+
+def recover_command(path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint")]) -> None:
+    """Finish or undo an in-place header edit that was interrupted (power loss), using its undo journal.
+
+    An in-place `iga embed` writes `.NAME.iga-undo` next to the file before touching the header and deletes it when
+    done. If it is still there, this restores the old header when the new one did not land whole. Later iga edits do
+    this automatically. Exit 0 (also when there was nothing to do), 2 on error.
+    """
+    from iga.checkpoint import recover_interrupted_edit
+
+    with _errors(None, None):
+        outcome = recover_interrupted_edit(path)
+    messages = {
+        "none": "no interrupted edit; nothing to do",
+        "discarded": "the edit had not started; removed its incomplete journal",
+        "completed": "the edit had completed; removed its journal",
+        "unchanged": "the edit had not reached the file; removed its journal",
+        "restored": "restored the header from before the interrupted edit",
+    }
+    typer.echo(f"{path}: {messages[outcome]}")
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+
+class _UsageError(Exception):
+    """Bad input found by the command itself (exit 2)."""
+
+
+class _errors:
+    """Turn expected failures into one stderr line (plus a JSON error object with --json) and exit code 2."""
+
+    def __init__(self, schema: str | None, json_path: Path | None, report: dict[str, Any] | None = None) -> None:
+        self.schema = schema
+        self.json_path = json_path
+        self.report = report
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        from iga.checkpoint import CheckpointError
+
+        if not isinstance(exc, CheckpointError | _UsageError | OSError):
+            return False
+        message = _one_line(exc)
+        if self.report is not None and self.json_path is not None:
+            self.report.update(status="error", message=message)
+            typer.echo(json.dumps(self.report, indent=2, ensure_ascii=False))
+            self.json_path = None
+        _fail(message, self.schema, self.json_path)
+
+
+def _fail(message: str, schema: str | None, json_path: Path | None) -> NoReturn:
+    if schema is not None and json_path is not None:
+        typer.echo(json.dumps({"schema": schema, "path": str(json_path), "error": message}, indent=2))
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} bytes"
+
+
+def _short(v: str, limit: int = 160) -> str:
+    v = v.replace("\n", "\\n")
+    return v if len(v) <= limit else v[: limit - 3] + f"... ({len(v):,} characters)"
