@@ -29,7 +29,7 @@ from iga.models.base import (
 )
 from iga.models.configs import MODEL_CONFIG_KEY, ConfigError, family, infer_text_config, infer_unet_config, \
     infer_vae_config, parse_model_config
-from iga.models.detect import UnsupportedCheckpoint, detect
+from iga.models.detect import Detection, UnsupportedCheckpoint, detect
 from iga.models.ldm import UNET_PREFIX, VAE_PREFIX, ConversionError, canonical_text_keys, clip_from_ldm, \
     fit_text_keys, is_ldm_vae, openclip_from_ldm, strip_prefix, unet_from_ldm, vae_from_ldm
 from iga.models.stable_diffusion import StableDiffusionBackend
@@ -43,6 +43,7 @@ MAX_JSON_BYTES = 1 << 20
 _CACHE_SIZE = 2
 _cache: "OrderedDict[tuple, StableDiffusionBackend]" = OrderedDict()
 _cache_lock = threading.Lock()
+_tokenizer_cache: dict[tuple, Any] = {}
 
 
 def clear_cache() -> None:
@@ -280,6 +281,32 @@ def _known_kwargs(cls: Any, cfg: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- single file
 
 
+def _detect(p: Path, header: _Header) -> Detection:
+    """Family and prediction type: ``iga.checkpoint.detect_architecture`` (shared with the guard) decides,
+    this module's detector supplies the refusal reasons and the family default for the prediction type."""
+    mine = detect(header.keys, header.shape, header.metadata)  # raises UnsupportedCheckpoint with a reason
+    try:
+        from iga.checkpoint import detect_architecture
+    except ImportError:  # pragma: no cover - iga.checkpoint is part of iga
+        return mine
+    try:
+        info = detect_architecture(p)
+    except Exception:  # its own header errors: our safetensors read already succeeded, keep our answer
+        return mine
+    if info.architecture in ("sd1", "sd2", "sdxl") and info.architecture != mine.architecture:
+        raise UnsupportedCheckpoint(
+            f"the UNet looks like {info.architecture} but the text encoder layout like {mine.architecture} "
+            f"({'; '.join(info.conflicts) or 'conflicting evidence'}); the file is a broken merge or mislabelled")
+    pred, source, ztsnr = mine.prediction_type, mine.prediction_source, mine.zero_terminal_snr
+    if info.prediction_type in ("eps", "v"):
+        pred = info.prediction_type
+        source = "; ".join(h.source for h in info.prediction_hints if h.kind == "prediction_type")
+    if info.zero_terminal_snr is not None:
+        ztsnr = info.zero_terminal_snr
+    fam = "sd2-v" if mine.architecture == "sd2" and pred == "v" else mine.architecture
+    return Detection(mine.architecture, fam, pred, source, ztsnr)
+
+
 def _load_single_file(p: Path, vae_path: Path | None, device: "torch.device", dtype: "torch.dtype",
                       pred_override: str | None) -> StableDiffusionBackend:
     from diffusers import UNet2DConditionModel
@@ -289,7 +316,7 @@ def _load_single_file(p: Path, vae_path: Path | None, device: "torch.device", dt
 
     header = _Header(p, "checkpoint")
     try:
-        found = detect(header.keys, header.shape, header.metadata)
+        found = _detect(p, header)
         overrides = parse_model_config(header.metadata.get(MODEL_CONFIG_KEY))
     except (UnsupportedCheckpoint, ConfigError) as exc:
         raise ModelLoadError(f"{str(p)!r}: {exc}") from exc
@@ -429,12 +456,17 @@ def _folder_tokenizer(sub: Path, fallback_pad: str) -> tuple[Any, str]:
 
     if not sub.is_dir():
         return clip_tokenizer(fallback_pad), "vendored CLIP BPE (iga/data/clip)"
-    try:
-        # model_max_length must be given: tokenizer folders often lack it, and padding then overflows
-        tok = CLIPTokenizer.from_pretrained(str(sub), local_files_only=True, model_max_length=MAX_LENGTH)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load the tokenizer in {str(sub)!r}: {exc}") from exc
-    return tok, "folder"
+    key = _signature(sub)
+    if key not in _tokenizer_cache:  # building one takes ~0.4 s; tokenizers are immutable in use
+        try:
+            # model_max_length must be given: tokenizer folders often lack it, and padding then overflows
+            tok = CLIPTokenizer.from_pretrained(str(sub), local_files_only=True, model_max_length=MAX_LENGTH)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the tokenizer in {str(sub)!r}: {exc}") from exc
+        _tokenizer_cache[key] = tok
+        while len(_tokenizer_cache) > 8:
+            _tokenizer_cache.pop(next(iter(_tokenizer_cache)))
+    return _tokenizer_cache[key], "folder"
 
 
 @contextlib.contextmanager
