@@ -76,6 +76,13 @@ class SamplerSpec:
     discard_penultimate: bool = False  # ComfyUI/A1111 compute steps+1 sigmas and drop sigma[-2]
     options: tuple[str, ...] = ()  # keyword options it accepts (eta, s_noise, ...)
     doc: str = ""
+    # Order of the highest-order update formula it uses, when start-up/final steps keep the global `order` lower
+    # (e.g. lms: max_order 4, order 2). None means the same as `order`.
+    max_order: int | None = None
+    adaptive: bool = False  # chooses its own steps (dpm_adaptive): the NFE is not known in advance
+    needs_uncond: bool = False  # CFG++: needs a GuidedDenoiser (denoise_with_uncond)
+    # Exact model-call count for a sigma list: nfe_fn(sigmas: list[float], kind: str, options: dict) -> int | None.
+    nfe_fn: Callable[[list[float], str, dict[str, Any]], int | None] | None = None
 
 
 class SamplingError(RuntimeError):
