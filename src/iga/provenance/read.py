@@ -1,0 +1,230 @@
+"""Read generation provenance from a PNG, JPEG or WebP file, whichever tool wrote it.
+
+Precedence: iga's own plan (``iga_metadata`` chunk, or EXIF ImageDescription), then A1111 infotext
+(``parameters`` chunk, or EXIF UserComment), then ComfyUI (``prompt`` API graph, ``workflow`` as a fallback),
+then InvokeAI (``invokeai_metadata``). A file with none of these is ``source == "none"``, not an error.
+
+Errors (``ProvenanceError``): not a PNG/JPEG/WebP, truncated or corrupt containers, size limits, and corrupt
+metadata that is unambiguously a tool's (invalid JSON in ``iga_metadata`` or ``invokeai_metadata``). A
+``prompt``/``workflow`` chunk that is not a ComfyUI graph is only a warning: other tools use those names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from iga.provenance.errors import ProvenanceError
+from iga.provenance.exif import (
+    PACKED_PLAN_PREFIX,
+    ExifText,
+    parse_exif,
+    read_jpeg_exif,
+    read_webp_exif,
+    unpack_plan,
+)
+from iga.provenance.foreign import (
+    FIELDS,
+    as_float,
+    as_int,
+    as_str,
+    empty_fields,
+    from_comfyui_prompt,
+    from_comfyui_workflow,
+    from_invokeai,
+)
+from iga.provenance.infotext import format_infotext, image_seed, parse_infotext, short_hash
+from iga.provenance.planjson import PLAN_SCHEMA_PREFIX, load_plan
+from iga.provenance.png import PNG_SIGNATURE, Source, open_source, read_png_text
+
+PNG_KEYS = ("iga_metadata", "parameters", "prompt", "workflow", "invokeai_metadata")
+SOURCES = ("iga", "a1111", "comfyui", "invokeai", "none")
+_COMPARED = ("prompt", "negative_prompt", "seed", "steps", "cfg", "sampler", "schedule", "width", "height")
+
+
+@dataclass
+class Provenance:
+    """Normalised generation metadata of one image.
+
+    ``sampler``/``schedule`` are canonical (ComfyUI-style) names when known, else the label as written.
+    ``model_hash`` is the hash as the source recorded it (iga/A1111: AutoV2, 10 hex; InvokeAI: 'blake3:...').
+    ``plan`` is the full iga Plan (source "iga" only); ``raw`` holds the metadata texts as found.
+    """
+
+    source: str = "none"
+    format: str = ""
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    schedule: str | None = None
+    width: int | None = None
+    height: int | None = None
+    model_name: str | None = None
+    model_hash: str | None = None
+    clip_skip: int | None = None
+    denoise: float | None = None
+    image_width: int | None = None
+    image_height: int | None = None
+    plan: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict in a fixed key order."""
+        return asdict(self)
+
+
+def fields_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalised fields of an iga plan read from a file (every value type-checked: the file is untrusted)."""
+    out = empty_fields()
+    w: list[str] = out["warnings"]
+    out["prompt"] = as_str(plan.get("prompt"), "plan prompt", w)
+    out["negative_prompt"] = as_str(plan.get("negative_prompt"), "plan negative_prompt", w)
+    out["seed"] = as_int(image_seed(plan), "plan seed", w)
+    out["steps"] = as_int(plan.get("steps"), "plan steps", w)
+    out["cfg"] = as_float(plan.get("cfg"), "plan cfg", w)
+    out["sampler"] = as_str(plan.get("sampler"), "plan sampler", w)
+    out["schedule"] = as_str(plan.get("schedule"), "plan schedule", w)
+    out["width"] = as_int(plan.get("width"), "plan width", w)
+    out["height"] = as_int(plan.get("height"), "plan height", w)
+    out["clip_skip"] = as_int(plan.get("clip_skip"), "plan clip_skip", w)
+    out["denoise"] = as_float(plan.get("denoise"), "plan denoise", w)
+    model = plan.get("model")
+    if isinstance(model, Mapping):
+        out["model_name"] = as_str(model.get("name"), "plan model.name", w)
+        out["model_hash"] = as_str(short_hash(model) or model.get("weights_sha256"), "plan model hash", w)
+    elif model is not None:
+        w.append("plan 'model' is not an object")
+    return out
+
+
+def fields_from_infotext(text: str) -> dict[str, Any]:
+    """Normalised fields of A1111 infotext."""
+    parsed = parse_infotext(text)
+    out = empty_fields()
+    for key in FIELDS:
+        if key in parsed:
+            out[key] = parsed[key]
+    out["model_name"], out["model_hash"] = parsed["model"], parsed["model_hash"]
+    out["warnings"] = list(parsed["warnings"])
+    return out
+
+
+def _cross_check(plan: Mapping[str, Any], infotext: str, where: str) -> list[str]:
+    """Where the stored infotext disagrees with the plan (someone edited one of them)."""
+    try:
+        expected = parse_infotext(format_infotext(plan))
+    except Exception:  # a malformed plan is reported by fields_from_plan; nothing to compare against
+        return []
+    found = parse_infotext(infotext)
+    return [f"{where} disagrees with the iga plan on {k}: {found[k]!r:.60} vs {expected[k]!r:.60}; "
+            "the plan is used" for k in _COMPARED if found.get(k) != expected.get(k)]
+
+
+def _plan_from_description(desc: str | None) -> tuple[dict[str, Any], list[str]] | None:
+    """The iga plan stored in EXIF ImageDescription, or None when the description is someone else's text."""
+    if not desc:
+        return None
+    where = "EXIF ImageDescription"
+    if desc.startswith(PACKED_PLAN_PREFIX):
+        return load_plan(unpack_plan(desc, where), where)
+    stripped = desc.lstrip()
+    if stripped.startswith("{") and f'"schema":"{PLAN_SCHEMA_PREFIX}' in stripped.replace(" ", "")[:200]:
+        return load_plan(stripped, where)
+    return None
+
+
+def _detect(head: bytes) -> str:
+    if head.startswith(PNG_SIGNATURE):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    raise ProvenanceError("not a PNG, JPEG or WebP file (unrecognised signature)")
+
+
+def read_provenance(path: Source) -> Provenance:
+    """Read and normalise the generation metadata of an image file (see the module doc for precedence)."""
+    prov = Provenance()
+    texts: dict[str, str] = {}
+    exif: ExifText | None = None
+    with open_source(path) as f:
+        start = f.tell()
+        prov.format = _detect(f.read(12))
+        f.seek(start)
+        if prov.format == "png":
+            png = read_png_text(f, keys=PNG_KEYS)
+            texts = png.texts
+            prov.image_width, prov.image_height = png.width, png.height
+            prov.warnings += png.warnings
+            if png.exif:
+                exif = parse_exif(png.exif)
+        else:
+            found = read_jpeg_exif(f) if prov.format == "jpeg" else read_webp_exif(f)
+            prov.image_width, prov.image_height = found.width, found.height
+            if found.exif:
+                exif = parse_exif(found.exif)
+    prov.raw = dict(texts)
+    if exif is not None:
+        prov.warnings += exif.warnings
+        for name, value in (("UserComment", exif.user_comment), ("ImageDescription", exif.image_description),
+                            ("Software", exif.software), ("XPComment", exif.xp_comment)):
+            if value is not None:
+                prov.raw[f"EXIF {name}"] = value
+
+    fields: dict[str, Any] | None = None
+    plan_found: tuple[dict[str, Any], list[str]] | None = None
+    infotext, infotext_where = texts.get("parameters"), "'parameters' chunk"
+    if infotext is None and exif is not None and exif.user_comment:
+        infotext, infotext_where = exif.user_comment, "EXIF UserComment"
+    if "iga_metadata" in texts:
+        plan_found = load_plan(texts["iga_metadata"], "'iga_metadata' chunk")
+    elif exif is not None:
+        plan_found = _plan_from_description(exif.image_description)
+
+    if plan_found is not None:
+        plan, warnings = plan_found
+        prov.source, prov.plan = "iga", plan
+        fields = fields_from_plan(plan)
+        fields["warnings"] = warnings + fields["warnings"]
+        if infotext is not None:
+            fields["warnings"] += _cross_check(plan, infotext, infotext_where)
+        else:
+            fields["warnings"].append("no A1111 'parameters' text next to the iga plan: other tools will not "
+                                      "show the settings")
+    elif infotext is not None and infotext.strip():
+        prov.source, fields = "a1111", fields_from_infotext(infotext)
+    else:
+        for key, reader in (("prompt", from_comfyui_prompt), ("workflow", from_comfyui_workflow)):
+            if key in texts and fields is None:
+                try:
+                    fields = reader(texts[key])
+                except ProvenanceError as exc:
+                    prov.warnings.append(f"{exc}; ignored (not a ComfyUI graph)")
+                    continue
+                if fields is not None:
+                    prov.source = "comfyui"
+        if fields is None and "invokeai_metadata" in texts:
+            prov.source, fields = "invokeai", from_invokeai(texts["invokeai_metadata"])
+    if fields is not None:
+        prov.warnings += fields.pop("warnings")
+        for key, value in fields.items():
+            setattr(prov, key, value)
+    return prov
+
+
+def describe_source(source: str) -> str:
+    """One line saying what wrote the metadata."""
+    return {
+        "iga": "iga (full plan)", "a1111": "A1111-style infotext (A1111, Forge, SD.Next, Civitai ...)",
+        "comfyui": "ComfyUI graph", "invokeai": "InvokeAI metadata", "none": "no generation metadata found",
+    }.get(source, source)
+
+
+__all__ = ["Provenance", "read_provenance", "describe_source", "fields_from_plan", "fields_from_infotext",
+           "SOURCES", "PNG_KEYS"]
