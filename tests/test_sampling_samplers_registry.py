@@ -1,0 +1,67 @@
+"""The registry declares what each sampler is, consistently with the functions themselves."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from iga.sampling.base import SamplerSpec, SamplingError
+from iga.sampling.samplers import SAMPLERS, get_sampler
+
+REQUIRED = {
+    "euler", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive",
+    "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm",
+    "ddim", "lcm", "ipndm", "ipndm_v", "deis", "uni_pc", "uni_pc_bh2", "res_multistep", "restart",
+    "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+}
+
+
+def test_required_samplers_are_registered() -> None:
+    assert REQUIRED <= set(SAMPLERS)
+    for name, spec in SAMPLERS.items():
+        assert isinstance(spec, SamplerSpec) and spec.name == name
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_spec_is_consistent_with_function(name: str) -> None:
+    spec = SAMPLERS[name]
+    params = inspect.signature(spec.fn).parameters
+    assert list(params)[:3] == ["model", "x", "sigmas"]
+    assert params["noise"].kind is inspect.Parameter.KEYWORD_ONLY and params["noise"].default is None
+    assert params["callback"].kind is inspect.Parameter.KEYWORD_ONLY
+    declared = set(spec.options)
+    accepted = {p for p in params if p not in ("model", "x", "sigmas", "noise", "callback")}
+    assert declared == accepted, f"{name}: options {sorted(declared)} vs signature {sorted(accepted)}"
+    assert spec.nfe_per_step in (1, 2, 3)
+    assert spec.noise in ("none", "seeded", "brownian")
+    assert set(spec.parameterizations) <= {"eps", "v", "x0", "flow"} and spec.parameterizations
+    assert spec.max_order is None or spec.max_order >= spec.order
+    assert spec.doc and spec.fn.__doc__, f"{name} needs a one-line doc and a docstring with its update rule"
+    if spec.stochastic:
+        assert spec.noise != "none", f"{name} is stochastic but declares no noise source"
+    if "eta" in spec.options and spec.stochastic:
+        assert spec.noise != "none"
+
+
+def test_declared_properties_follow_comfyui() -> None:
+    assert {n for n, s in SAMPLERS.items() if s.discard_penultimate} == {"dpm_2", "dpm_2_ancestral", "uni_pc",
+                                                                        "uni_pc_bh2"}
+    assert {n for n, s in SAMPLERS.items() if s.noise == "brownian"} == {"dpmpp_sde", "dpmpp_2m_sde",
+                                                                        "dpmpp_2m_sde_heun", "dpmpp_3m_sde"}
+    assert {n for n, s in SAMPLERS.items() if s.nfe_per_step == 2} == {"heun", "dpm_2", "dpm_2_ancestral",
+                                                                      "dpmpp_2s_ancestral", "dpmpp_sde", "restart"}
+    assert SAMPLERS["heunpp2"].nfe_per_step == 3
+    assert {n for n, s in SAMPLERS.items() if s.needs_uncond} == {"euler_cfg_pp", "euler_ancestral_cfg_pp",
+                                                                 "dpmpp_2m_cfg_pp"}
+    assert SAMPLERS["dpm_adaptive"].adaptive
+    assert not SAMPLERS["ddim"].stochastic and not SAMPLERS["euler"].stochastic
+    assert SAMPLERS["restart"].parameterizations == ("eps", "v", "x0")
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    with pytest.raises(SamplingError, match="euler_ancestral"):
+        get_sampler("euler_ancestrl")
+    with pytest.raises(SamplingError, match="Known:"):
+        get_sampler("zzz")
+    assert get_sampler("lms") is SAMPLERS["lms"]
