@@ -254,3 +254,19 @@ def test_model_config_metadata_is_validated():
         parse_model_config("{")
     with pytest.raises(ConfigError, match="larger"):
         parse_model_config(json.dumps({"unet": {"act_fn": "x" * 70000}}))
+
+
+def test_legacy_diffusers_vae_attention_names_are_modernized():
+    from iga.models.testing import tiny_vae
+
+    sd = tiny_vae(seed=0).state_dict()
+    legacy = {}
+    for k, v in sd.items():
+        for new, old in (("to_q", "query"), ("to_k", "key"), ("to_v", "value"), ("to_out.0", "proj_attn")):
+            if f"attentions.0.{new}." in k:
+                k = k.replace(f".{new}.", f".{old}.")
+                v = v[:, :, None, None] if v.ndim == 2 else v
+        legacy[k] = v
+    assert any(".query." in k for k in legacy)
+    back = ldm.modernize_diffusers_vae(legacy)
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)

@@ -73,9 +73,11 @@ def test_folder_and_single_file_load_the_same_model(tiny_models, arch):
     for k in ca:
         assert ca[k].shape[0] == ua[k].shape[0] == 2
         assert torch.allclose(ca[k], cb[k], atol=1e-6) and torch.allclose(ua[k], ub[k], atol=1e-6)
-    ref = _reference_conditioning(tiny, PROMPT)
-    for k, v in ref.items():
-        assert torch.allclose(ca[k][:1], v, atol=1e-6), k
+    for row, text in enumerate([PROMPT, "a red cube"]):
+        for k, v in _reference_conditioning(tiny, text).items():
+            assert torch.allclose(ca[k][row:row + 1], v, atol=1e-6), (k, text)
+    for k, v in _reference_conditioning(tiny, "blurry").items():  # one negative, used for both prompts
+        assert torch.allclose(ua[k], v.expand_as(ua[k]), atol=1e-6), k
     if arch == "sdxl":
         assert ca["time_ids"].tolist() == [[48, 64, 0, 0, 48, 64]] * 2
     g = torch.Generator().manual_seed(0)
@@ -94,7 +96,8 @@ def test_folder_and_single_file_load_the_same_model(tiny_models, arch):
     assert 0 <= da.min() and da.max() <= 1
     assert torch.allclose(da, db, atol=1e-6)
     with torch.no_grad():
-        ref_img = (tiny.vae.decode(x / tiny.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+        ref_img = torch.cat([(tiny.vae.decode(z / tiny.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+                             for z in x.split(1)])
     assert torch.allclose(da, ref_img, atol=1e-6)
 
 

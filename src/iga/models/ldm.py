@@ -269,6 +269,23 @@ def vae_to_ldm(sd: "StateDict") -> "StateDict":
     return out
 
 
+_LEGACY_VAE_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def modernize_diffusers_vae(sd: "StateDict") -> "StateDict":
+    """Rename pre-0.14 diffusers VAE attention keys (query/key/value/proj_attn) to today's names."""
+    out = {}
+    rx = re.compile(r"(.*\.mid_block\.attentions\.\d+\.)(query|key|value|proj_attn)\.(weight|bias)$")
+    for k, v in sd.items():
+        m = rx.match(k)
+        if m:
+            k = f"{m.group(1)}{_LEGACY_VAE_ATTN[m.group(2)]}.{m.group(3)}"
+            if v.ndim == 4:
+                v = v[:, :, 0, 0]
+        out[k] = v
+    return out
+
+
 def is_ldm_vae(keys: Iterable[str]) -> bool:
     """True for LDM VAE keys (``encoder.down.0...``), False for diffusers keys (``encoder.down_blocks.0...``)."""
     keys = list(keys)
@@ -364,6 +381,8 @@ def openclip_from_ldm(sd: "StateDict", unused_final_blocks: int = 0) -> tuple["S
         elif k == "text_projection":
             # OpenCLIP computes x @ P; a torch Linear computes x @ W.T, so W = P.T
             out["text_projection.weight"] = v.t().contiguous()
+        elif k == "text_projection.weight":  # some converters store it already as a Linear weight
+            out["text_projection.weight"] = v
         else:
             ignored.append(k)
     return out, ignored

@@ -31,7 +31,7 @@ from iga.models.configs import MODEL_CONFIG_KEY, ConfigError, family, infer_text
     infer_vae_config, parse_model_config
 from iga.models.detect import Detection, UnsupportedCheckpoint, detect
 from iga.models.ldm import UNET_PREFIX, VAE_PREFIX, ConversionError, canonical_text_keys, clip_from_ldm, \
-    fit_text_keys, is_ldm_vae, openclip_from_ldm, strip_prefix, unet_from_ldm, vae_from_ldm
+    fit_text_keys, is_ldm_vae, modernize_diffusers_vae, openclip_from_ldm, strip_prefix, unet_from_ldm, vae_from_ldm
 from iga.models.stable_diffusion import StableDiffusionBackend
 from iga.models.text import TextEncoderSlot
 
@@ -258,7 +258,8 @@ def _load_vae_override(vae_path: Path, base_cfg: dict[str, Any], device: "torch.
         if ldm:
             sd, _ignored = vae_from_ldm(sd)
         else:
-            sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
+            sd = modernize_diffusers_vae({k: v for k, v in sd.items()
+                                          if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))})
         overrides = parse_model_config(header.metadata.get(MODEL_CONFIG_KEY)).get("vae")
         cfg = infer_vae_config(sd, base_cfg, overrides)
     except (ConversionError, ConfigError) as exc:

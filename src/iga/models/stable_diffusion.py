@@ -93,18 +93,23 @@ class StableDiffusionBackend:
         self.latent_shape(width, height)  # validates the size before any work
 
         texts = prompts + negatives
-        n_chunks, tokens = chunk_count(self.text_encoders, texts)
-        B = len(texts)
+        unique = list(dict.fromkeys(texts))  # a batch usually repeats one prompt: encode each text once
+        where = torch.tensor([unique.index(t) for t in texts], device=self.device)
+        n_chunks, tokens = chunk_count(self.text_encoders, unique)
+        U = len(unique)
         states, pooled = [], None
         with torch.no_grad():
             for i, slot in enumerate(self.text_encoders):
                 rows = [r for ids in tokens[i] for r in slot.rows(ids, n_chunks)]
                 ids_t = torch.tensor(rows, dtype=torch.long, device=self.device)
                 hidden, pool = slot.encode(ids_t, clip_skip)
-                states.append(hidden.reshape(B, n_chunks * hidden.shape[1], hidden.shape[2]))
+                states.append(hidden.reshape(U, n_chunks * hidden.shape[1], hidden.shape[2]))
                 if pool is not None:
-                    pooled = pool.reshape(B, n_chunks, -1)[:, 0]
-        context = torch.cat(states, dim=-1).to(self.dtype)
+                    pooled = pool.reshape(U, n_chunks, -1)[:, 0]
+        context = torch.cat(states, dim=-1).to(self.dtype)[where]
+        if pooled is not None:
+            pooled = pooled[where]
+        B = len(texts)
         both: dict[str, torch.Tensor] = {"encoder_hidden_states": context}
         if self.architecture == "sdxl":
             if pooled is None:
@@ -159,10 +164,13 @@ class StableDiffusionBackend:
         import torch
 
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        z = latents.to(self.device, self.vae_dtype) / self.scaling_factor + shift
+        out = []
         with torch.no_grad():
-            images = self.vae.decode(z, return_dict=False)[0]
-        return (images.float() / 2 + 0.5).clamp(0, 1).cpu()
+            for one in latents.split(1):  # one image at a time: VAE activations dominate peak memory
+                z = one.to(self.device, self.vae_dtype) / self.scaling_factor + shift
+                image = self.vae.decode(z, return_dict=False)[0]
+                out.append((image.float() / 2 + 0.5).clamp(0, 1).cpu())
+        return torch.cat(out)
 
     def encode_image(self, images: "torch.Tensor") -> "torch.Tensor":
         """Encode images (B, 3, H, W) in [0, 1] to scaled latents (the posterior mean, deterministic)."""
