@@ -117,5 +117,3 @@ def check_dtype_on_device(dtype: "torch.dtype", device: "torch.device") -> None:
             "float16 is not supported on the CPU (missing/slow half-precision kernels); "
             "use dtype='float32' (default) or 'bfloat16' on the CPU, or float16 on a CUDA/MPS device"
         )
-    if device.type == "mps" and dtype == torch.bfloat16:
-        raise ModelLoadError("bfloat16 is not supported on MPS by all torch versions; use float16 or float32")

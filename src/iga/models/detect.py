@@ -42,7 +42,7 @@ def _any(keys: Iterable[str], prefix: str) -> bool:
     return any(k.startswith(prefix) for k in keys)
 
 
-def detect_architecture(keys: list[str], shape: Callable[[str], tuple[int, ...]]) -> str:
+def ldm_architecture(keys: list[str], shape: Callable[[str], tuple[int, ...]]) -> str:
     """Return "sd1" | "sd2" | "sdxl" for an LDM-layout checkpoint, or raise ``UnsupportedCheckpoint``."""
     if _any(keys, "lora_unet_") or _any(keys, "lora_te") or any(".lora_" in k or "lora_A" in k for k in keys[:2000]):
         raise UnsupportedCheckpoint("this file is a LoRA/adapter, not a full checkpoint; load a base model instead")
@@ -102,7 +102,7 @@ def detect_prediction(architecture: str, keys: list[str], metadata: dict[str, st
 
 def detect(keys: list[str], shape: Callable[[str], tuple[int, ...]], metadata: dict[str, str]) -> Detection:
     """Architecture, config family and prediction type of an LDM-layout checkpoint."""
-    arch = detect_architecture(keys, shape)
+    arch = ldm_architecture(keys, shape)
     pred, source, ztsnr = detect_prediction(arch, keys, metadata)
     fam = "sd2-v" if arch == "sd2" and pred == "v" else arch
     return Detection(arch, fam, pred, source, ztsnr)

@@ -287,12 +287,12 @@ def _detect(p: Path, header: _Header) -> Detection:
     this module's detector supplies the refusal reasons and the family default for the prediction type."""
     mine = detect(header.keys, header.shape, header.metadata)  # raises UnsupportedCheckpoint with a reason
     try:
-        from iga.checkpoint import detect_architecture
+        from iga.checkpoint import CheckpointError, detect_architecture
     except ImportError:  # pragma: no cover - iga.checkpoint is part of iga
         return mine
     try:
         info = detect_architecture(p)
-    except Exception:  # its own header errors: our safetensors read already succeeded, keep our answer
+    except (CheckpointError, OSError, ValueError):  # safetensors already read the header; keep our answer
         return mine
     if info.architecture in ("sd1", "sd2", "sdxl") and info.architecture != mine.architecture:
         raise UnsupportedCheckpoint(
