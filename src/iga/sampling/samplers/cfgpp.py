@@ -50,7 +50,7 @@ def _cfgpp_step(kind: str, x, den, unc, s: float, s_to: float) -> torch.Tensor:
 
 def sample_euler_cfg_pp(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSampler | None = None,
                         callback: StepCallback | None = None) -> torch.Tensor:
-    """Euler CFG++: ``x' = alpha' D_cfg + (sigma'/sigma) (x - alpha D_u)`` (sigma space: D_cfg + sigma' (x - D_u)/sigma)."""
+    """Euler CFG++: ``x' = alpha' D_cfg + (sigma'/sigma) (x - alpha D_u)`` (VP: D_cfg + sigma' (x - D_u) / sigma)."""
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "euler_cfg_pp")
     fn, sdt = _guided(model, "euler_cfg_pp"), sigma_dtype(sigmas, x)
@@ -85,7 +85,9 @@ def sample_euler_ancestral_cfg_pp(model, x: torch.Tensor, sigmas: torch.Tensor, 
 
 def sample_dpmpp_2m_cfg_pp(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSampler | None = None,
                            callback: StepCallback | None = None) -> torch.Tensor:
-    """DPM-Solver++(2M) CFG++: ``x' = alpha' D_cfg + (sigma'/sigma)(x - alpha D_u) + alpha' (1 - e^-h)/(2r) (D_cfg - D_u,prev)``.
+    """DPM-Solver++(2M) CFG++ (ComfyUI's form of CFG++).
+
+    ``x' = alpha' D_cfg + (sigma'/sigma)(x - alpha D_u) + alpha' (1 - e^-h)/(2r) (D_cfg - D_u,prev)``.
 
     The multistep correction uses the previous step's *unconditional* estimate (ComfyUI's dpmpp_2m_cfg_pp); at
     guidance scale 1 it is dpmpp_2m. First step and step to 0 are first order.

@@ -64,9 +64,10 @@ def _abar(kind: str, s: float) -> tuple[float, float]:
 
 def sample_ddpm(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSampler | None = None,
                 callback: StepCallback | None = None) -> torch.Tensor:
-    """Ancestral DDPM (Ho et al. 2020, arXiv 2006.11239): sample the posterior q(x_{t'} | x_t, x0 = D) in VP coordinates.
+    """Ancestral DDPM (Ho et al. 2020, arXiv 2006.11239): sample q(x_{t'} | x_t, x0 = D) in VP coordinates.
 
-    With a = abar_t / abar_t': mean ``sqrt(abar_t') (1 - a) / (1 - abar_t) D + sqrt(a) (1 - abar_t') / (1 - abar_t) x_vp``,
+    With a = abar_t / abar_t', the posterior mean is
+    ``sqrt(abar_t') (1 - a) / (1 - abar_t) D + sqrt(a) (1 - abar_t') / (1 - abar_t) x_vp``,
     variance ``(1 - a)(1 - abar_t') / (1 - abar_t)`` (beta-tilde); x is mapped to VP coordinates and back
     around the step. For VP models this equals euler_ancestral and ddim with eta = 1.
     """
