@@ -72,30 +72,7 @@ def clip_tokenizer(pad: str = "eos") -> "CLIPTokenizer":
     return tok
 
 
-def pad_id(pad: str) -> int:
-    """The token id used for padding ("eos" -> 49407, "!" -> 0)."""
-    return EOS_ID if pad == "eos" else _vocab_and_merges()[0][PAD_TOKENS[pad]]
-
-
 def tokenize(text: str, pad: str = "eos") -> list[int]:
     """Token ids of ``text`` without BOS/EOS and without truncation."""
     tok = clip_tokenizer(pad)
     return list(tok(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
-
-
-def chunk_ids(token_ids: list[int], n_chunks: int, pad: str) -> list[list[int]]:
-    """Split ids into ``n_chunks`` windows of 75, each wrapped as [BOS, ids..., EOS, pad...] of length 77."""
-    body = MAX_LENGTH - 2
-    filler = pad_id(pad)
-    out = []
-    for c in range(n_chunks):
-        part = token_ids[c * body : (c + 1) * body]
-        row = [BOS_ID, *part, EOS_ID]
-        out.append(row + [filler] * (MAX_LENGTH - len(row)))
-    return out
-
-
-def n_chunks_for(token_ids: list[int]) -> int:
-    """How many 75-token chunks a prompt needs (at least one, also for the empty prompt)."""
-    body = MAX_LENGTH - 2
-    return max(1, -(-len(token_ids) // body))
