@@ -121,3 +121,18 @@ def test_to_diffusers_round_trip_and_gaps():
 def test_a1111_labels():
     assert names.a1111_labels("dpmpp_2m", "karras") == ("DPM++ 2M", "Karras")
     assert names.a1111_labels("euler_ancestral", "sgm_uniform") == ("Euler a", "SGM Uniform")
+
+
+def test_name_table_agrees_with_the_sampling_registry():
+    """The recipe layer cannot import the engine (it would pull torch into `iga --help`), so the declared
+    properties live in both places; this keeps them equal."""
+    from iga.sampling.samplers import SAMPLERS as REGISTRY
+
+    assert set(REGISTRY) == set(names.SAMPLER_NAMES)
+    for s in names.SAMPLERS:
+        spec = REGISTRY[s.name]
+        assert (s.order, s.stochastic) == (spec.order, spec.stochastic), s.name
+        if not spec.adaptive:
+            assert s.nfe_per_step == spec.nfe_per_step, s.name
+        if s.formula_order is not None:
+            assert s.formula_order == spec.max_order, s.name

@@ -90,7 +90,8 @@ def samplers(as_json: bool = typer.Option(False, "--json", help="machine-readabl
     """List every sampler iga knows: canonical name, A1111 label, order, model calls per step, noise."""
     from iga.recipe.names import SAMPLERS
 
-    rows = [{"name": s.name, "a1111": s.a1111_label, "order": s.order, "nfe_per_step": s.nfe_per_step,
+    rows = [{"name": s.name, "a1111": s.a1111_label, "order": s.order, "formula_order": s.formula_order or s.order,
+             "nfe_per_step": s.nfe_per_step,
              "stochastic": s.stochastic, "automatic_schedule": s.a1111_default_schedule,
              "aliases": list(s.aliases), "diffusers": s.diffusers, "diffusers_flags": s.diffusers_flags,
              "variant": s.variant, "description": s.description} for s in SAMPLERS]
@@ -100,11 +101,13 @@ def samplers(as_json: bool = typer.Option(False, "--json", help="machine-readabl
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="samplers (canonical names follow ComfyUI)")
+    t = Table(title="samplers (canonical names follow ComfyUI)",
+              caption="order: measured global order of a whole run; (n): order of the repeating update")
     for col in ("name", "A1111", "order", "NFE/step", "noise", "diffusers", "description"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["name"], r["a1111"] or "", str(r["order"]), str(r["nfe_per_step"] or "adaptive"),
+        order = str(r["order"]) + (f" ({r['formula_order']})" if r["formula_order"] != r["order"] else "")
+        t.add_row(r["name"], r["a1111"] or "", order, str(r["nfe_per_step"] or "adaptive"),
                   "yes" if r["stochastic"] else "no", r["diffusers"] or "", r["description"])
     Console().print(t)
 

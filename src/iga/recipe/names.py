@@ -32,7 +32,7 @@ class SamplerName:
 
     name: str
     a1111_label: str | None
-    order: int
+    order: int  # measured global order of a whole run (start-up and final steps included), as iga declares it
     nfe_per_step: int  # model calls per ordinary step; dpm_adaptive is 0 (adaptive)
     stochastic: bool
     a1111_default_schedule: str = "normal"  # what A1111's "Automatic" schedule type means for it
@@ -41,6 +41,7 @@ class SamplerName:
     diffusers_flags: dict[str, Any] = field(default_factory=dict)
     variant: str = ""  # how tools differ, when they do
     description: str = ""
+    formula_order: int | None = None  # order of the repeating update when it exceeds the global order
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,16 @@ SAMPLERS: tuple[SamplerName, ...] = (
     _S("euler_ancestral_cfg_pp", "Euler a CFG++", 1, 1, True, description="Euler ancestral with CFG++ renoising."),
     _S("heun", "Heun", 2, 2, False, aliases=("k_heun",), diffusers="HeunDiscreteScheduler",
        description="Heun's 2nd-order method (Karras et al. 2022, Alg. 1); the last step is Euler."),
-    _S("heunpp2", "Heun++ 2", 3, 3, False, description="Heun++: three-stage Heun variant."),
+    _S("heunpp2", "Heun++ 2", 1, 3, False, description="Heun++: three-stage Heun variant."),
     _S("dpm_2", "DPM2", 2, 2, False, "karras", aliases=("k_dpm_2", "kdpm_2"),
        diffusers="KDPM2DiscreteScheduler",
        description="DPM-Solver-2 midpoint in log-sigma (not DPM++ 2M); ComfyUI drops the penultimate sigma."),
     _S("dpm_2_ancestral", "DPM2 a", 2, 2, True, "karras", aliases=("k_dpm_2_a", "kdpm_2_a"),
        diffusers="KDPM2AncestralDiscreteScheduler", description="DPM2 with ancestral noise."),
-    _S("lms", "LMS", 4, 1, False, aliases=("k_lms",), diffusers="LMSDiscreteScheduler",
-       description="Linear multistep (order 4) on the ODE in sigma."),
-    _S("dpm_fast", "DPM fast", 3, 1, False, aliases=("k_dpm_fast",),
-       description="DPM-Solver-fast: a fixed NFE budget of `steps` split into 3rd/2nd/1st-order stages."),
+    _S("lms", "LMS", 2, 1, False, aliases=("k_lms",), diffusers="LMSDiscreteScheduler",
+       formula_order=4, description="Linear multistep (order 4) on the ODE in sigma."),
+    _S("dpm_fast", "DPM fast", 2, 1, False, aliases=("k_dpm_fast",),
+       formula_order=3, description="DPM-Solver-fast: a fixed NFE budget of `steps` split into 3rd/2nd/1st-order stages."),
     _S("dpm_adaptive", "DPM adaptive", 3, 0, False, aliases=("k_dpm_ad", "k_dpm_adaptive"),
        description="DPM-Solver-12/23 with adaptive step size; ignores the schedule's shape."),
     _S("dpmpp_2s_ancestral", "DPM++ 2S a", 2, 2, True, "karras", aliases=("k_dpmpp_2s_a",),
@@ -94,7 +95,7 @@ SAMPLERS: tuple[SamplerName, ...] = (
        diffusers="DPMSolverMultistepScheduler",
        diffusers_flags={"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
        description="DPM-Solver++(2M) SDE, Heun form, Brownian-tree noise."),
-    _S("dpmpp_3m_sde", "DPM++ 3M SDE", 3, 1, True, "exponential", aliases=("k_dpmpp_3m_sde",),
+    _S("dpmpp_3m_sde", "DPM++ 3M SDE", 2, 1, True, "exponential", aliases=("k_dpmpp_3m_sde",),
        diffusers="DPMSolverMultistepScheduler",
        diffusers_flags={"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
        variant="canonical = ComfyUI (keeps the penultimate sigma); A1111 discards it; diffusers is only approximate.",
@@ -102,17 +103,17 @@ SAMPLERS: tuple[SamplerName, ...] = (
     _S("ddpm", "DDPM", 1, 1, True, diffusers="DDPMScheduler", description="Ancestral DDPM posterior step."),
     _S("ddim", "DDIM", 1, 1, False, "ddim_uniform", diffusers="DDIMScheduler",
        description="DDIM (eta=0 is Euler in sigma space for eps models); eta > 0 adds noise."),
-    _S("lcm", "LCM", 1, 1, True, diffusers="LCMScheduler",
+    _S("lcm", "LCM", 0, 1, True, diffusers="LCMScheduler",
        description="Latent consistency sampling: denoise, then renoise to the next sigma."),
-    _S("ipndm", "iPNDM", 4, 1, False, diffusers="IPNDMScheduler",
+    _S("ipndm", "iPNDM", 2, 1, False, diffusers="IPNDMScheduler",
        description="Improved pseudo-numerical (Adams-Bashforth, fixed coefficients)."),
-    _S("ipndm_v", "iPNDM v", 4, 1, False, description="iPNDM with variable-step Adams-Bashforth coefficients."),
-    _S("deis", "DEIS", 3, 1, False, diffusers="DEISMultistepScheduler",
-       description="Diffusion exponential integrator sampler (Zhang & Chen 2022), order <= 3."),
-    _S("uni_pc", "UniPC", 3, 1, False, aliases=("unipc", "uni_pc_bh1"), diffusers="UniPCMultistepScheduler",
-       diffusers_flags={"solver_type": "bh1"}, description="UniPC predictor-corrector, B(h)=h (bh1)."),
-    _S("uni_pc_bh2", "UniPC BH2", 3, 1, False, diffusers="UniPCMultistepScheduler",
-       diffusers_flags={"solver_type": "bh2"}, description="UniPC predictor-corrector, B(h)=e^h-1 (bh2)."),
+    _S("ipndm_v", "iPNDM v", 2, 1, False, formula_order=4, description="iPNDM with variable-step Adams-Bashforth coefficients."),
+    _S("deis", "DEIS", 2, 1, False, diffusers="DEISMultistepScheduler",
+       formula_order=3, description="Diffusion exponential integrator sampler (Zhang & Chen 2022), order <= 3."),
+    _S("uni_pc", "UniPC", 2, 1, False, aliases=("unipc", "uni_pc_bh1"), diffusers="UniPCMultistepScheduler",
+       diffusers_flags={"solver_type": "bh1"}, formula_order=4, description="UniPC predictor-corrector, B(h)=h (bh1)."),
+    _S("uni_pc_bh2", "UniPC BH2", 2, 1, False, diffusers="UniPCMultistepScheduler",
+       diffusers_flags={"solver_type": "bh2"}, formula_order=4, description="UniPC predictor-corrector, B(h)=e^h-1 (bh2)."),
     _S("res_multistep", "RES multistep", 2, 1, False, description="Refined exponential solver, multistep."),
     _S("restart", "Restart", 2, 2, True, "karras",
        description="Restart sampling (Xu et al. 2023): Heun steps with forward-noised restart segments."),
