@@ -124,7 +124,7 @@ def print_plan(plan, log_path) -> None:
             f"({plan.cfg_variant}{', rescale %g' % plan.cfg_rescale if plan.cfg_rescale else ''})"),
             ("size", f"{plan.width}x{plan.height}"), ("seeds", ", ".join(map(str, plan.seeds))),
             ("prediction", plan.prediction_type), ("clip skip", str(plan.clip_skip)),
-            ("vae", (plan.vae.id or plan.vae.source) if plan.vae else "none (pixel space)"), ("sigmas", sig),
+            ("vae", _vae_text(plan)), ("sigmas", sig),
             ("mode", plan.mode)]
     if plan.sampler_options:
         rows.insert(3, ("sampler options", json.dumps(plan.sampler_options)))
@@ -135,6 +135,14 @@ def print_plan(plan, log_path) -> None:
     for k, v in rows:
         t.add_row(k, v)
     Console().print(t)
+
+
+def _vae_text(plan) -> str:
+    if plan.model.architecture == "demo":
+        return "none (pixel-space model)"
+    if plan.vae is None or plan.vae.source == "checkpoint":
+        return f"the checkpoint's own{' (' + plan.vae.id + ')' if plan.vae and plan.vae.id else ''}"
+    return f"{plan.vae.id} ({plan.vae.path})"
 
 
 def plan_cmd(
