@@ -181,9 +181,10 @@ def _pick_sampler(g: _Graph, warnings: list[str]) -> tuple[str, dict[str, Any]] 
 
     def order(item: tuple[str, dict[str, Any]]) -> tuple[int, int, int, str]:
         nid, node = item
-        latent = g.follow(g.inputs(node).get("latent_image"), ("samples", "latent", "latent_image"),
-                          ("width", "height", "pixels", "image"))
-        from_empty = latent is not None and "width" in g.inputs(latent)
+        # stop at another sampler: a latent that comes from one is a later pass (hires fix, refiner)
+        latent = g.follow(g.inputs(node).get("latent_image"), ("samples", "latent"),
+                          ("width", "height", "pixels", "image", "latent_image"))
+        from_empty = latent is not None and "width" in g.inputs(latent) and "latent_image" not in g.inputs(latent)
         return (0 if from_empty else 1, *_id_key(nid))
 
     samplers.sort(key=order)
@@ -213,8 +214,8 @@ def _text(g: _Graph, link: Any, where: str, warnings: list[str]) -> tuple[str | 
 def from_comfyui_prompt(text: str) -> dict[str, Any] | None:
     """Fields from a ComfyUI ``prompt`` (API graph) chunk; None if it has no KSampler node."""
     graph = load_json(text, "ComfyUI 'prompt' chunk")
-    if not isinstance(graph, dict):
-        raise ProvenanceError("ComfyUI 'prompt' chunk: expected a JSON object of nodes")
+    if not isinstance(graph, dict) or not any(isinstance(n, dict) and "class_type" in n for n in graph.values()):
+        raise ProvenanceError("ComfyUI 'prompt' chunk: not an API graph (a JSON object of nodes with 'class_type')")
     g = _Graph(graph)
     out = empty_fields()
     warnings: list[str] = out["warnings"]

@@ -73,16 +73,16 @@ def _stream_size(f: IO[bytes]) -> int:
     return end
 
 
-def inflate_bounded(data: bytes, limit: int, where: str) -> bytes:
-    """zlib-inflate at most ``limit`` bytes; a larger output is refused as a decompression bomb."""
+def inflate_bounded(data: bytes, limit: int, where: str, too_big: str | None = None) -> bytes:
+    """zlib-inflate at most ``limit`` bytes; a larger output is refused (``too_big`` overrides the message)."""
     d = zlib.decompressobj()
     try:
         out = d.decompress(data, limit + 1)
     except zlib.error as exc:
         raise ProvenanceError(f"{where}: corrupt compressed data ({exc})") from exc
     if len(out) > limit or d.unconsumed_tail:
-        raise ProvenanceError(f"{where}: inflates to more than {limit} bytes; refusing (a decompression bomb, "
-                              "or text far larger than any generation metadata)")
+        raise ProvenanceError(too_big or f"{where}: inflates to more than {limit} bytes; refusing (a decompression "
+                              "bomb, or text far larger than any generation metadata)")
     if not d.eof:
         raise ProvenanceError(f"{where}: compressed data is truncated")
     return out
@@ -111,6 +111,13 @@ class _Budget:
         self.stored = 0
         self.inflated = 0
 
+    def inflate_limit(self, where: str) -> tuple[int, str, str | None]:
+        """(limit, where, message) for inflating one chunk: the per-chunk cap or what is left of the total."""
+        left = MAX_TEXT_TOTAL - self.inflated
+        if left < MAX_TEXT_INFLATED:
+            return left, where, f"{where}: text chunks together exceed {MAX_TEXT_TOTAL} bytes; refusing"
+        return MAX_TEXT_INFLATED, where, None
+
     def take_inflated(self, n: int, where: str) -> None:
         self.inflated += n
         if self.inflated > MAX_TEXT_TOTAL:
@@ -127,8 +134,7 @@ def _decode_text_chunk(ctype: str, data: bytes, offset: int, budget: _Budget) ->
     if ctype == "zTXt":
         if pos >= len(data) or data[pos] != 0:
             raise ProvenanceError(f"{where}: unknown compression method (only 0 = zlib exists)")
-        limit = min(MAX_TEXT_INFLATED, MAX_TEXT_TOTAL - budget.inflated)
-        raw = inflate_bounded(data[pos + 1:], limit, where)
+        raw = inflate_bounded(data[pos + 1:], *budget.inflate_limit(where))
         budget.take_inflated(len(raw), where)
         return key, _decode_latin1_text(raw)
     # iTXt: keyword NUL, compression flag, method, language NUL, translated keyword NUL, UTF-8 text
@@ -144,8 +150,7 @@ def _decode_text_chunk(ctype: str, data: bytes, offset: int, budget: _Budget) ->
     if flag == 1:
         if method != 0:
             raise ProvenanceError(f"{where}: unknown compression method {method}")
-        limit = min(MAX_TEXT_INFLATED, MAX_TEXT_TOTAL - budget.inflated)
-        body = inflate_bounded(body, limit, where)
+        body = inflate_bounded(body, *budget.inflate_limit(where))
     elif flag != 0:
         raise ProvenanceError(f"{where}: compression flag must be 0 or 1, found {flag}")
     budget.take_inflated(len(body), where)

@@ -84,7 +84,8 @@ def fields_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
     w: list[str] = out["warnings"]
     out["prompt"] = as_str(plan.get("prompt"), "plan prompt", w)
     out["negative_prompt"] = as_str(plan.get("negative_prompt"), "plan negative_prompt", w)
-    out["seed"] = as_int(image_seed(plan), "plan seed", w)
+    seed = image_seed(plan)
+    out["seed"] = as_int(plan.get("seed") if seed is None else seed, "plan seed", w)
     out["steps"] = as_int(plan.get("steps"), "plan steps", w)
     out["cfg"] = as_float(plan.get("cfg"), "plan cfg", w)
     out["sampler"] = as_str(plan.get("sampler"), "plan sampler", w)
@@ -200,6 +201,7 @@ def read_provenance(path: Source) -> Provenance:
     elif infotext is not None and infotext.strip():
         prov.source, fields = "a1111", fields_from_infotext(infotext)
     else:
+        comfy_graph = False
         for key, reader in (("prompt", from_comfyui_prompt), ("workflow", from_comfyui_workflow)):
             if key in texts and fields is None:
                 try:
@@ -207,8 +209,13 @@ def read_provenance(path: Source) -> Provenance:
                 except ProvenanceError as exc:
                     prov.warnings.append(f"{exc}; ignored (not a ComfyUI graph)")
                     continue
-                if fields is not None:
-                    prov.source = "comfyui"
+                comfy_graph = True
+        if fields is not None:
+            prov.source = "comfyui"
+        elif comfy_graph:
+            prov.source, fields = "comfyui", empty_fields()
+            fields["warnings"].append("ComfyUI graph without a KSampler or KSamplerAdvanced node (custom sampler "
+                                      "nodes are not read): no settings to show")
         if fields is None and "invokeai_metadata" in texts:
             prov.source, fields = "invokeai", from_invokeai(texts["invokeai_metadata"])
     if fields is not None:
