@@ -40,7 +40,8 @@ COMFY_PROMPT = {
                      "clip": ["4", 1]}, "class_type": "CLIPTextEncode", "_meta": {"title": "CLIP Text Encode"}},
     "7": {"inputs": {"text": "text, watermark", "clip": ["4", 1]}, "class_type": "CLIPTextEncode",
           "_meta": {"title": "CLIP Text Encode"}},
-    "8": {"inputs": {"samples": ["3", 0], "vae": ["4", 2]}, "class_type": "VAEDecode", "_meta": {"title": "VAE Decode"}},
+    "8": {"inputs": {"samples": ["3", 0], "vae": ["4", 2]}, "class_type": "VAEDecode",
+          "_meta": {"title": "VAE Decode"}},
     "9": {"inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}, "class_type": "SaveImage",
           "_meta": {"title": "Save Image"}},
 }
@@ -49,7 +50,8 @@ COMFY_WORKFLOW = {
     "last_node_id": 9, "last_link_id": 9,
     "nodes": [
         {"id": 3, "type": "KSampler", "pos": [863, 186], "size": [315, 262], "flags": {}, "order": 4, "mode": 0,
-         "inputs": [{"name": "model", "type": "MODEL", "link": 1}, {"name": "positive", "type": "CONDITIONING", "link": 4},
+         "inputs": [{"name": "model", "type": "MODEL", "link": 1},
+                    {"name": "positive", "type": "CONDITIONING", "link": 4},
                     {"name": "negative", "type": "CONDITIONING", "link": 6},
                     {"name": "latent_image", "type": "LATENT", "link": 2}],
          "outputs": [{"name": "LATENT", "type": "LATENT", "links": [7], "slot_index": 0}],

@@ -87,7 +87,8 @@ def test_total_text_budget(tmp_path):
 
 
 def test_unwanted_bombs_are_never_inflated(tmp_path):
-    p = write(tmp_path, png_file(ztxt("Comment", zlib_bomb(512)), text("parameters", "p\nSteps: 1, Seed: 2, CFG scale: 3")))
+    params = text("parameters", "p\nSteps: 1, Seed: 2, CFG scale: 3")
+    p = write(tmp_path, png_file(ztxt("Comment", zlib_bomb(512)), params))
     tracemalloc.start()
     prov = read_provenance(p)
     _, peak = tracemalloc.get_traced_memory()
@@ -98,7 +99,9 @@ def test_unwanted_bombs_are_never_inflated(tmp_path):
 
 @pytest.mark.parametrize("payload,match", [
     (itxt("iga_metadata", "{not json"), "'iga_metadata' chunk: invalid JSON"),
-    (itxt("iga_metadata", "[" * 200_000), "'iga_metadata' chunk: JSON is nested too deeply"),
+    (itxt("iga_metadata", "[" * 50_000), "'iga_metadata' chunk: JSON is nested too deeply"),
+    (itxt("iga_metadata", "[" + "{}," * 250_000 + "{}]"), "250002 objects/arrays"),
+    (itxt("iga_metadata", '{"a": "' + "x" * (5 * 2**20) + '"}'), "characters of JSON"),
     (itxt("iga_metadata", "[1, 2]"), "expected a JSON object"),
     (itxt("iga_metadata", b'{"schema": "iga.plan/1", "prompt": "\xff\xfe"}'), "iTXt chunk 'iga_metadata'.*UTF-8"),
     (itxt("invokeai_metadata", '{"seed": '), "'invokeai_metadata' chunk: invalid JSON"),

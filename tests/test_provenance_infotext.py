@@ -75,7 +75,8 @@ def test_negative_line_always_present_and_consumers_find_their_markers():
     assert "\nNegative prompt: \n" in t
     last = t.split("\n")[-1]
     assert last.startswith("Steps: ")  # Civitai requires it
-    # ComfyUI's importA1111: lastIndexOf("\nSteps:"), then "\nNegative prompt:" before it, negative = substring(p2+18, p)
+    # ComfyUI's importA1111: lastIndexOf("\nSteps:"), then "\nNegative prompt:" before it,
+    # negative = substring(p2 + 18, p)
     p = t.rfind("\nSteps:")
     p2 = t.rfind("\nNegative prompt:", 0, p)
     assert p2 > -1 and t[:p2].strip() == "a cat" and t[p2 + 18:p].strip() == ""

@@ -232,3 +232,21 @@ def test_untrusted_plan_fields_are_type_checked():
     fields = fields_from_plan({"prompt": 5, "seed": "x", "steps": 20.0, "cfg": "7", "model": "m"})
     assert fields["prompt"] is None and fields["seed"] is None and fields["steps"] == 20 and fields["cfg"] == 7.0
     assert len(fields["warnings"]) == 3
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_webp_size_without_exif(tmp_path, lossless):
+    p = tmp_path / "w.webp"
+    Image.new("RGB", (37, 21), (9, 9, 9)).save(p, "WEBP", lossless=lossless)  # VP8L or VP8, no VP8X
+    prov = read_provenance(p)
+    assert prov.source == "none" and (prov.image_width, prov.image_height) == (37, 21)
+
+
+@pytest.mark.parametrize("description", ["A photo of a cat", '{"title": "not ours"}', '{"schema": "other/1"}'])
+def test_someone_elses_image_description_is_not_a_plan(tmp_path, description):
+    exif = Image.Exif()
+    exif[0x010E] = description
+    p = tmp_path / "d.jpg"
+    Image.new("RGB", (4, 4)).save(p, "JPEG", exif=exif.tobytes())
+    prov = read_provenance(p)
+    assert prov.source == "none" and prov.raw["EXIF ImageDescription"] == description

@@ -34,7 +34,7 @@ def show_command(
 
     --json prints one object, stable within schema "iga.show/1" (every key always present, null if unknown):
 
-      schema, path, format (png|jpeg|webp), source (iga|a1111|comfyui|invokeai|none), prompt,
+      schema, path, source (iga|a1111|comfyui|invokeai|none), format (png|jpeg|webp), prompt,
       negative_prompt, seed, steps, cfg, sampler, schedule, width, height, model_name, model_hash,
       clip_skip, denoise, image_width, image_height, plan (the full iga plan, or null), raw (the metadata
       texts as found), warnings (list of strings)

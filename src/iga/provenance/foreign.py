@@ -7,12 +7,12 @@ type-checked, graph walks are depth-limited and never revisit a node.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from iga.provenance.errors import ProvenanceError
+from iga.provenance.jsonutil import loads_bounded
 from iga.provenance.labels import resolve_invokeai_scheduler, resolve_sampler_label, resolve_schedule_label
 
 MAX_DEPTH = 32
@@ -30,13 +30,8 @@ def empty_fields() -> dict[str, Any]:
 
 
 def load_json(text: str, where: str) -> Any:
-    """json.loads with errors that name the chunk; deep nesting is an error, not a crash."""
-    try:
-        return json.loads(text)
-    except RecursionError as exc:
-        raise ProvenanceError(f"{where}: JSON is nested too deeply") from exc
-    except ValueError as exc:
-        raise ProvenanceError(f"{where}: invalid JSON ({exc})") from exc
+    """Bounded json.loads (see ``iga.provenance.jsonutil``) with errors that name the chunk."""
+    return loads_bounded(text, where)
 
 
 def as_int(value: Any, name: str, warnings: list[str]) -> int | None:

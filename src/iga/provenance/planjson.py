@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from iga.provenance.errors import ProvenanceError
+from iga.provenance.jsonutil import loads_bounded
 
 PLAN_SCHEMA = "iga.plan/1"
 PLAN_SCHEMA_PREFIX = "iga.plan/"
@@ -59,11 +60,9 @@ def dump_plan(plan: Any, *, ensure_ascii: bool = False) -> str:
 def load_plan(text: str, where: str) -> tuple[dict[str, Any], list[str]]:
     """Parse stored plan JSON; returns (plan, warnings). ``where`` names the chunk/field for error messages."""
     try:
-        data = json.loads(text)
-    except RecursionError as exc:
-        raise ProvenanceError(f"{where}: JSON is nested too deeply to be a plan") from exc
-    except ValueError as exc:
-        raise ProvenanceError(f"{where}: invalid JSON ({exc}); the iga metadata is corrupt") from exc
+        data = loads_bounded(text, where)
+    except ProvenanceError as exc:
+        raise ProvenanceError(f"{exc}; the iga metadata is corrupt") from exc
     if not isinstance(data, dict):
         raise ProvenanceError(f"{where}: expected a JSON object, found {type(data).__name__}")
     warnings: list[str] = []
