@@ -247,3 +247,9 @@ def test_labels_use_the_name_table():
         if s.a1111_label:
             assert a1111_labels(s.name, "karras")[0] == s.a1111_label
             assert resolve_sampler_label(s.a1111_label)[0] == s.name
+
+
+def test_separate_vae_named_from_its_path():
+    plan = make_plan(vae={"id": None, "path": "/v/vae-ft-mse-840000.safetensors", "source": "file",
+                          "file_sha256": "735e4c3a44" + "0" * 54})
+    assert ", VAE hash: 735e4c3a44, VAE: vae-ft-mse-840000, " in format_infotext(plan)
