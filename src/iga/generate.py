@@ -137,7 +137,7 @@ def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] |
         spec = SAMPLERS[plan.sampler]
         ns = make_noise_sampler(spec.noise, noise, plan.seeds, sigmas)
         x = sample(spec, den, noise, sigmas, noise_sampler=ns, callback=callback, options=plan.sampler_options,
-                   cancel=cancel)
+                   noise_scaling=plan.noise_scaling, cancel=cancel)
         images = backend.decode(x)
     return [to_uint8(img) for img in images], den.nfe
 

@@ -115,6 +115,9 @@ class Plan(BaseModel):
     schedule_params: dict[str, Any] = Field(default_factory=dict)
     steps: int
     sigmas: list[float]
+    noise_scaling: Literal["sigma", "vp_max"] = Field(
+        "sigma", description="initial latent: noise * sigma_0 (k-diffusion, A1111, diffusers Euler) or noise * "
+        "sqrt(sigma_0^2 + 1) (VP models: ComfyUI at full denoise, diffusers DPMSolver/DDIM)")
     nfe: int | None = None
     cfg: float
     cfg_variant: str = "cfg"

@@ -31,6 +31,11 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True) -> M
 
     p = os.fspath(path)
     arch = detect_architecture(p)
+    architecture, prediction = arch.architecture, arch.prediction_type
+    if os.path.isdir(p):  # a diffusers folder declares its family and prediction type in its config files
+        folder_arch, folder_pred = folder_markers(p)
+        architecture = architecture if architecture != "unknown" else folder_arch
+        prediction = prediction or folder_pred
     src = find_recipe(p)
     recipe, issues, origin, rsha = None, [], "none", None
     notes = list(src.warnings) if src else []
@@ -41,7 +46,7 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True) -> M
     ident = ModelIdentity(
         name=Path(p).stem if is_file else Path(p).name,
         path=str(Path(p).resolve()),
-        architecture=arch.architecture,
+        architecture=architecture,
         weights_sha256=weights_sha256(p) if is_file else None,
         file_sha256=file_sha256(p) if is_file and file_hash else None,
         recipe_source=origin,
@@ -49,4 +54,42 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True) -> M
     )
     if ident.file_sha256:
         ident.autov2 = ident.file_sha256[:10]
-    return ModelSource(p, ident, recipe, issues, arch.prediction_type, notes + list(arch.notes))
+    return ModelSource(p, ident, recipe, issues, prediction, notes + list(arch.notes))
+
+
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: Path) -> dict:
+    """A small JSON config file as a dict ({} when missing, oversized or not a JSON object)."""
+    import json
+
+    try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def folder_markers(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """(architecture, prediction type) a diffusers folder declares in its JSON configs (no weights read).
+
+    The same rules the folder loader applies: two text encoders -> sdxl; an OpenCLIP text tower (exact GELU)
+    or 1024-wide cross-attention -> sd2; else sd1. Prediction type from scheduler/scheduler_config.json.
+    """
+    root = Path(folder)
+    index = _read_config(root / "model_index.json")
+    if not str(index.get("_class_name", "")).startswith("StableDiffusion"):
+        return "unknown", None
+    te = _read_config(root / "text_encoder" / "config.json")
+    unet = _read_config(root / "unet" / "config.json")
+    if index.get("text_encoder_2") not in (None, [None, None]):
+        arch = "sdxl"
+    elif te.get("hidden_act") == "gelu" or unet.get("cross_attention_dim") == 1024:
+        arch = "sd2"
+    else:
+        arch = "sd1"
+    raw = _read_config(root / "scheduler" / "scheduler_config.json").get("prediction_type", "epsilon")
+    return arch, {"epsilon": "eps", "v_prediction": "v"}.get(str(raw))
