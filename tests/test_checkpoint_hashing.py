@@ -11,7 +11,7 @@ import pytest
 from test_checkpoint_support import isolated_cache, write_reference  # noqa: F401
 
 import iga.checkpoint as ck
-from iga.checkpoint import _io, hashing
+from iga.checkpoint import hashing
 
 
 def _model(path: Path, seed: int = 0, n: int = 1000) -> bytes:
@@ -21,7 +21,7 @@ def _model(path: Path, seed: int = 0, n: int = 1000) -> bytes:
 
 @pytest.mark.parametrize("buffer_size", [7, 64, 8 * 1024 * 1024])
 def test_hashes_match_hashlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffer_size: int) -> None:
-    monkeypatch.setattr(_io, "BUFFER_SIZE", buffer_size)  # chunk boundaries inside header and data
+    monkeypatch.setattr(hashing, "HASH_BUFFER_SIZE", buffer_size)  # chunk boundaries inside header and data
     path = tmp_path / "m.safetensors"
     data = _model(path)
     raw = path.read_bytes()

@@ -33,6 +33,10 @@ CACHE_VERSION = 1
 MAX_CACHE_ENTRIES = 4096
 _MAX_CACHE_BYTES = 16 * 1024 * 1024
 
+HASH_BUFFER_SIZE = 1024 * 1024
+"""Read size for hashing. Measured (SHA-NI Xeon, page cache warm): 128 KiB-1 MiB hash about 3% faster than 8 MiB,
+because the buffer stays in L2 between the copy from the page cache and the hash; syscall cost is negligible."""
+
 
 @dataclass(frozen=True, slots=True)
 class HashResult:
@@ -120,7 +124,7 @@ def _stream_hashes(path: str, data_start: int | None, whole: bool, st: os.stat_r
     """One sequential read of the file feeding the requested hashers from a reused buffer."""
     hw = hashlib.sha256() if data_start is not None else None
     hf = hashlib.sha256() if whole else None
-    buf = bytearray(_io.BUFFER_SIZE)
+    buf = bytearray(HASH_BUFFER_SIZE)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()

@@ -18,9 +18,11 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from iga.checkpoint.errors import (
     CheckpointFileError,
@@ -77,19 +79,19 @@ PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 """File name suffixes of pickle-based checkpoints, which iga refuses to open."""
 
 _U64_LIMIT = 1 << 64
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _TENSOR_FIELDS = ("dtype", "shape", "data_offsets")
 
 
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
+class TensorInfo(NamedTuple):
     """One tensor entry: name, dtype, shape and its [begin, end) byte range relative to the data buffer."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     data_offsets: tuple[int, int]
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    extra: Mapping[str, Any] = _NO_EXTRA
     """Unknown fields of the entry, kept so a rewrite does not drop them (the official reader ignores them)."""
 
     @property
@@ -108,7 +110,8 @@ class TensorInfo:
     def to_entry(self) -> dict[str, Any]:
         """The JSON object of this tensor in a header."""
         entry: dict[str, Any] = {"dtype": self.dtype, "shape": list(self.shape), "data_offsets": list(self.data_offsets)}
-        entry.update(self.extra)
+        if self.extra:
+            entry.update(self.extra)
         return entry
 
 
@@ -242,10 +245,36 @@ def parse_header_bytes(raw: bytes, file_size: int, *, path: str | None = None) -
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise HeaderEncodingError(f"header is not valid UTF-8 at byte offset {8 + e.start}", path=path) from None
+    obj = _decode(text, path)
+    if not isinstance(obj, dict):  # pragma: no cover - a text starting with '{' that json accepts is an object
+        raise HeaderSyntaxError("header JSON is not an object", path=path)
+    if "\\u" in text and _LONE_SURROGATE_ESCAPE.search(text):
+        _check_no_lone_surrogates(obj, path)
+    json_len = len(raw.rstrip(b" \t\r\n"))
+    return _validate(obj, n, json_len, file_size, path)
+
+
+def _decode(text: str, path: str | None) -> Any:
+    """JSON -> Python with the format's rules: no duplicate keys, no NaN/Infinity, no ``-0`` integers.
+
+    Fast path: the C decoder into plain dicts, then a proof that no key was lost to a duplicate: every key token in
+    the text ends with ``"`` + optional whitespace + ``:``, so counting those sequences gives an upper bound on the
+    number of keys written; if it equals the number of keys parsed, no key was written twice. Only when the count
+    differs (a real duplicate, or ``\\":`` inside a string) or a ``-0`` may be present does the exact (slower) decoder
+    with per-object duplicate checks run.
+    """
+    exact = "-0" in text and _has_minus_zero_literal(text)
+    if not exact:
+        try:
+            obj = _FAST_DECODER.decode(text)
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            exact = True  # let the exact decoder produce the precise error
+        else:
+            if isinstance(obj, dict) and _count_keys(obj) == _count_key_tokens(text):
+                return obj
+            exact = True
     try:
-        obj = json.loads(
-            text, object_pairs_hook=_pairs_no_duplicates, parse_constant=_reject_constant, parse_int=_parse_int
-        )
+        return _DECODER.decode(text)
     except _DuplicateKey as e:
         raise DuplicateKeyError(
             f"header repeats the key {e.key!r} {e.where}",
@@ -262,12 +291,51 @@ def parse_header_bytes(raw: bytes, file_size: int, *, path: str | None = None) -
         raise HeaderSyntaxError("header JSON nests too deeply", path=path) from None
     except ValueError as e:  # e.g. NaN/Infinity, or an integer literal with thousands of digits
         raise HeaderSyntaxError(f"header is not valid JSON: {e}", path=path) from None
-    if not isinstance(obj, dict):  # pragma: no cover - a text starting with '{' that json accepts is an object
-        raise HeaderSyntaxError("header JSON is not an object", path=path)
-    if _LONE_SURROGATE_ESCAPE.search(text):
-        _check_no_lone_surrogates(obj, path)
-    json_len = len(raw.rstrip(b" \t\r\n"))
-    return _validate(obj, n, json_len, file_size, path)
+
+
+def _count_key_tokens(text: str) -> int:
+    """Upper bound on key tokens: occurrences of ``":`` plus of ``"`` + whitespace + ``:``."""
+    return text.count('":') + len(_WS_COLON.findall(text))
+
+
+def _has_minus_zero_literal(text: str) -> bool:
+    """Whether ``-0`` may appear as a number (after ``[``, ``,`` or ``:``) rather than inside a string like a date."""
+    for m in _MINUS_ZERO_TAIL.finditer(text):
+        j = m.start() - 1
+        while j >= 0 and text[j] in " \t\r\n":
+            j -= 1
+        if j >= 0 and text[j] in "[,:":
+            return True
+    return False
+
+
+def _count_keys(obj: dict[str, Any]) -> int:
+    """A lower bound on the keys in all objects of a parsed header (exact unless a 3-key object nests objects).
+
+    Undercounting is safe: it can only make the duplicate proof in ``_decode`` fail and fall back to the exact
+    decoder. Skipping the nested scan of 3-key objects (every ordinary tensor entry) keeps this fast.
+    """
+    total = len(obj)
+    for v in obj.values():
+        if type(v) is dict:
+            total += len(v)
+            if len(v) != 3:
+                total += _count_nested(v)
+        elif type(v) is list:
+            total += _count_nested(v)
+    return total
+
+
+def _count_nested(v: Any) -> int:
+    """Keys in objects nested below ``v`` (not counting v's own keys)."""
+    total = 0
+    children = v.values() if type(v) is dict else v
+    for x in children:
+        if type(x) is dict:
+            total += len(x) + _count_nested(x)
+        elif type(x) is list:
+            total += _count_nested(x)
+    return total
 
 
 def _validate(obj: dict[str, Any], n: int, json_len: int, file_size: int, path: str | None) -> SafetensorsHeader:
@@ -296,7 +364,7 @@ def _validate(obj: dict[str, Any], n: int, json_len: int, file_size: int, path: 
         tensors.append(_tensor_info(name, entry, path))
 
     data_len = file_size - 8 - n
-    ordered = sorted(tensors, key=lambda t: t.data_offsets)  # stable: ties keep header order
+    ordered = sorted(tensors, key=_by_offsets)  # stable: ties keep header order
     expected = 0
     for t in ordered:
         begin, end = t.data_offsets
@@ -334,54 +402,67 @@ def _validate(obj: dict[str, Any], n: int, json_len: int, file_size: int, path: 
     )
 
 
+_by_offsets = itemgetter(3)
+_tuple_new = tuple.__new__  # builds a TensorInfo without the Python-level NamedTuple constructor (hot path)
+
+
 def _tensor_info(name: str, entry: Any, path: str | None) -> TensorInfo:
-    if not isinstance(entry, dict):
+    if type(entry) is not dict:
         raise TensorEntryError(
             f"entry of tensor {name!r} is {_json_type(entry)}, expected an object with dtype, shape, data_offsets",
             path=path,
         )
-    for fld in _TENSOR_FIELDS:
-        if fld not in entry:
-            raise TensorEntryError(f"tensor {name!r} has no {fld!r} field", path=path)
-    dtype = entry["dtype"]
-    bits = DTYPE_BITS.get(dtype) if isinstance(dtype, str) else None
+    try:
+        dtype = entry["dtype"]
+        shape = entry["shape"]
+        offsets = entry["data_offsets"]
+    except KeyError as e:
+        raise TensorEntryError(f"tensor {name!r} has no {e.args[0]!r} field", path=path) from None
+    bits = DTYPE_BITS.get(dtype) if type(dtype) is str else None
     if bits is None:
         raise UnknownDtypeError(
             f"tensor {name!r} has unknown dtype {dtype!r}; known dtypes: {', '.join(DTYPE_BITS)}",
             path=path,
             hint="The file may come from a newer safetensors version; upgrade iga, or re-export with a known dtype.",
         )
-    shape = entry["shape"]
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    if type(shape) is not list:
         raise ShapeError(f"tensor {name!r} has shape {shape!r}, expected a list of non-negative integers", path=path)
     numel = 1
     for d in shape:
+        if type(d) is not int or d < 0 or d >= _U64_LIMIT:
+            raise ShapeError(
+                f"tensor {name!r} has shape {shape!r}, expected a list of non-negative integers", path=path
+            )
         numel *= d
         if numel >= _U64_LIMIT:
             raise ShapeError(f"tensor {name!r} shape {shape!r} has more than 2**64 elements", path=path)
-    offsets = entry["data_offsets"]
-    if not (
-        isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and 0 <= o < _U64_LIMIT for o in offsets)
-    ):
+    if type(offsets) is not list or len(offsets) != 2:
         raise TensorEntryError(
             f"tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] with non-negative integers",
             path=path,
         )
     begin, end = offsets
+    if type(begin) is not int or type(end) is not int or begin < 0 or end >= _U64_LIMIT or begin >= _U64_LIMIT:
+        raise TensorEntryError(
+            f"tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] with non-negative integers",
+            path=path,
+        )
     if end < begin:
         raise DataOffsetsError(f"tensor {name!r} data_offsets [{begin}, {end}] end before they begin", path=path)
     total_bits = numel * bits
-    if total_bits % 8:
+    if total_bits & 7:
         raise TensorSizeError(
             f"tensor {name!r} ({dtype}, shape {shape}) does not fill a whole number of bytes", path=path
         )
-    if end - begin != total_bits // 8:
+    if end - begin != total_bits >> 3:
         raise TensorSizeError(
             f"tensor {name!r} data_offsets [{begin}, {end}] span {end - begin} bytes, but {dtype} with shape "
-            f"{shape} needs {total_bits // 8}",
+            f"{shape} needs {total_bits >> 3}",
             path=path,
         )
-    extra = {k: v for k, v in entry.items() if k not in _TENSOR_FIELDS} if len(entry) > 3 else {}
+    if len(entry) == 3:
+        return _tuple_new(TensorInfo, (name, dtype, tuple(shape), (begin, end), _NO_EXTRA))
+    extra = {k: v for k, v in entry.items() if k not in _TENSOR_FIELDS}
     return TensorInfo(name, dtype, tuple(shape), (begin, end), extra)
 
 
@@ -433,6 +514,14 @@ def _check_no_lone_surrogates(obj: Any, path: str | None) -> None:
         ) from None
 
 
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs_no_duplicates, parse_constant=_reject_constant, parse_int=_parse_int
+)
+_FAST_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_MINUS_ZERO_TAIL = re.compile(r"-0(?![0-9.eE])")
+_WS_COLON = re.compile(r'"[ \t\r\n]+:')
+
+
 def _json_type(v: Any) -> str:
     if v is None:
         return "null"
@@ -473,7 +562,7 @@ def _sniff_pickle(prefix: bytes) -> str | None:
 
 
 def _refuse_pickle_suffix(path: str) -> None:
-    suffix = Path(path).suffix.lower()
+    suffix = os.path.splitext(path)[1].lower()
     if suffix in PICKLE_SUFFIXES:
         raise PickleFormatError(f"{suffix} files are pickle-based", path=path)
 
