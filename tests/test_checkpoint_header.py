@@ -336,3 +336,39 @@ def test_random_bytes_never_crash(data: bytes) -> None:
             ck.read_header(p)
         except ck.CheckpointError:
             pass
+
+
+# --- the fast duplicate-key proof never hides a duplicate, and never invents one ------------------------------------
+
+_E = '{"dtype":"U8","shape":[2],"data_offsets":[0,2]}'
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        '{"a" :' + _E + ',"a":' + _E + "}",  # whitespace before the colon of one copy
+        '{"__metadata__":{"k" : "1","k":"2"}}',
+        '{"__metadata__":{"x":"a\\":b","k":"1","k":"2"}}',  # an escaped \": in a string and a real duplicate
+        '{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2],"x":{"y":1,"y":2}}}',  # nested in an extra field
+        '{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2],"x":[{"y":1,"y":2}]}}',
+    ],
+)
+def test_duplicates_found_in_every_form(tmp_path: Path, header: str) -> None:
+    with pytest.raises(E.DuplicateKeyError):
+        ck.read_header(raw_file(tmp_path / "d.safetensors", header, b"xx" if '"a"' in header else b""))
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"json": '{"a": 1, "b": {"c": 2}}'},  # escaped quotes and colons inside a string
+        {"date": "2024-01-05", "base": "sdxl_base_v1-0", "odd": "[-0]", "colon": '" : "'},
+        {"k\n": "v\t", "ключ": "значение"},
+    ],
+)
+def test_no_false_duplicates(tmp_path: Path, metadata: dict) -> None:
+    from safetensors.numpy import save_file
+
+    p = tmp_path / "m.safetensors"
+    save_file({"t": np.zeros(3, np.float32)}, str(p), metadata=metadata)
+    assert dict(ck.read_header(p).metadata) == metadata
