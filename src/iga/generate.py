@@ -36,7 +36,7 @@ class GeneratedImage:
     image: "Image.Image"
     plan: Plan
     pixels: "np.ndarray"  # uint8 H x W x 3, exactly what was encoded
-    nfe: int  # model calls this batch actually made
+    nfe: int  # model calls made per image (the most any image of the batch needed)
 
 
 class Model:
@@ -119,27 +119,37 @@ def build_denoiser(plan: Plan, backend: Any, cond: dict, uncond: dict):
 
 def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] | None = None,
            cancel: Any = None) -> tuple[list["np.ndarray"], int]:
-    """Run one plan on a loaded backend; return (uint8 HxWx3 arrays, model calls made)."""
+    """Run one plan on a loaded backend; return (uint8 HxWx3 arrays, model calls per image).
+
+    Image k is computed exactly as seed k alone would be (same shapes, same kernels), so each image's own
+    plan replays to identical pixels.
+    """
     import torch
 
     from iga.sampling.noise import initial_noise, make_noise_sampler
     from iga.sampling.run import sample
     from iga.sampling.samplers import SAMPLERS
 
-    b = len(plan.seeds)
+    spec = SAMPLERS[plan.sampler]
+    images: list[torch.Tensor] = []
+    nfe = 0
     with torch.inference_mode():
-        cond, uncond = backend.encode_prompt([plan.prompt] * b, [plan.negative_prompt] * b,
-                                             clip_skip=plan.clip_skip, width=plan.width, height=plan.height)
-        den = build_denoiser(plan, backend, cond, uncond)
+        cond, uncond = backend.encode_prompt([plan.prompt], [plan.negative_prompt], clip_skip=plan.clip_skip,
+                                             width=plan.width, height=plan.height)
         sigmas = torch.tensor(plan.sigmas, dtype=torch.float32)
         shape = backend.latent_shape(plan.width, plan.height)
-        noise = initial_noise(shape, plan.seeds, device=backend.device, dtype=backend.dtype)
-        spec = SAMPLERS[plan.sampler]
-        ns = make_noise_sampler(spec.noise, noise, plan.seeds, sigmas)
-        x = sample(spec, den, noise, sigmas, noise_sampler=ns, callback=callback, options=plan.sampler_options,
-                   noise_scaling=plan.noise_scaling, cancel=cancel)
-        images = backend.decode(x)
-    return [to_uint8(img) for img in images], den.nfe
+        # One image at a time: the network's float rounding depends on the batch size (oneDNN/cuDNN pick
+        # different kernels), so a batched image would differ from its seed alone by ~1/255 and could not
+        # be replayed from its own plan. The prompt is encoded once for the whole batch.
+        for seed in plan.seeds:
+            den = build_denoiser(plan, backend, cond, uncond)
+            noise = initial_noise(shape, [seed], device=backend.device, dtype=backend.dtype)
+            ns = make_noise_sampler(spec.noise, noise, [seed], sigmas)
+            x = sample(spec, den, noise, sigmas, noise_sampler=ns, callback=callback, options=plan.sampler_options,
+                       noise_scaling=plan.noise_scaling, cancel=cancel)
+            images.extend(backend.decode(x))
+            nfe = max(nfe, den.nfe)
+    return [to_uint8(img) for img in images], nfe
 
 
 def to_uint8(img: "torch.Tensor") -> "np.ndarray":

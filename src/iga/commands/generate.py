@@ -27,7 +27,7 @@ class _Progress:
     """A rich progress bar (step, sigma, it/s, ETA) on a terminal; silent when output is piped."""
 
     def __init__(self, total: int, enabled: bool):
-        self.enabled = enabled
+        self.enabled, self.done = enabled, 0
         if not enabled:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -40,9 +40,10 @@ class _Progress:
         self.bar.start()
 
     def __call__(self, info) -> None:
-        if self.enabled:
-            rate = (info.i + 1) / max(1e-9, time.perf_counter() - self.t0)
-            self.bar.update(self.task, completed=info.i + 1, sigma=info.sigma_next, rate=f"{rate:.2f}")
+        if self.enabled:  # counts steps over the whole batch (images are sampled one after another)
+            self.done += 1
+            rate = self.done / max(1e-9, time.perf_counter() - self.t0)
+            self.bar.update(self.task, completed=self.done, sigma=info.sigma_next, rate=f"{rate:.2f}")
 
     def close(self) -> None:
         if self.enabled:
@@ -50,7 +51,7 @@ class _Progress:
 
 
 def _run(model_obj, plan, progress: bool):
-    bar = _Progress(plan.steps, progress)
+    bar = _Progress((len(plan.sigmas) - 1) * len(plan.seeds), progress)
     try:
         return model_obj.generate(plan=plan, callback=bar)
     finally:
