@@ -24,8 +24,7 @@ from test_checkpoint_support import (  # noqa: F401
 
 import iga.checkpoint as ck
 from iga.checkpoint import _io
-from iga.checkpoint import embed as embed_mod
-from iga.checkpoint.header import journal_path
+from iga.checkpoint import journal
 
 RECIPE = {
     "iga_version": "1.0.0",
@@ -311,26 +310,36 @@ def test_crash_mid_header_write_is_recovered_from_journal(tmp_path: Path, monkey
     with pytest.raises(KeyboardInterrupt):
         ck.embed_recipe(path, {"iga_version": "1.0.0", "prediction_type": "v" * 5000})
     monkeypatch.setattr(_io, "pwrite_all", real)
-    assert os.path.exists(journal_path(path))
+    jp = journal.armed_journal(path)
+    assert jp is not None and not os.path.basename(jp).startswith(".")  # in the cache folder, not beside the model
     assert path.read_bytes() != original  # torn
     with pytest.raises(ck.InterruptedEditError, match="iga recover"):
         ck.read_header(path)
     assert ck.recover_interrupted_edit(path) == "restored"
     assert path.read_bytes() == original
-    assert not os.path.exists(journal_path(path))
+    assert journal.armed_journal(path) is None
     _check_interop(path, tensors, meta_before, data_region(path))
+    assert ck.embed_recipe(path, {"iga_version": "1.0.0"}).mode == "in_place"  # and editing works again
 
 
-@pytest.mark.parametrize("state", ["new", "old", "torn_journal"])
-def test_recovery_outcomes(tmp_path: Path, state: str) -> None:
+@pytest.mark.parametrize("state", ["new", "old", "torn_journal", "replaced_file"])
+@pytest.mark.parametrize("beside", [False, True])
+def test_recovery_outcomes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: str, beside: bool) -> None:
     path = tmp_path / "m.safetensors"
     _official_model(path)
     ck.embed_recipe(path, RECIPE)
+    if beside:  # cache folder not writable: the journal goes next to the file
+        blocker = tmp_path / "not-a-dir"
+        blocker.write_text("")
+        monkeypatch.setenv("IGA_CACHE_DIR", str(blocker))
     h = ck.read_header(path)
     old = header_bytes(path)
-    new = ck.build_header_json({"iga.recipe": "{}"}, [h.tensor_map()[n] for n in h.header_order])
+    new = ck.build_header_json({"iga.recipe": "{}"}, list(h.tensor_map().values()))
     new = new + b" " * (len(old) - len(new))
-    embed_mod._write_journal(journal_path(path), old, new, h.file_size)
+    armed = journal.arm(str(path), old, new, h.file_size)
+    os.close(armed.fd)  # the process "dies" here, before or after writing the header
+    jp = journal.armed_journal(path)
+    assert jp == armed.path and os.path.basename(jp).startswith(".") == beside
     if state == "new":
         with open(path, "r+b") as f:
             f.seek(8)
@@ -340,13 +349,33 @@ def test_recovery_outcomes(tmp_path: Path, state: str) -> None:
     elif state == "old":
         assert ck.recover_interrupted_edit(path) == "unchanged"
         assert header_bytes(path) == old
-    else:
-        jp = Path(journal_path(path))
-        jp.write_bytes(jp.read_bytes()[:-10])  # the journal itself was cut short: the header was never touched
+    elif state == "torn_journal":
+        blob = Path(jp).read_bytes()
+        Path(jp).write_bytes(blob[:-10])  # the journal itself was cut short: the header was never touched
         assert ck.recover_interrupted_edit(path) == "discarded"
         assert header_bytes(path) == old
-    assert not os.path.exists(journal_path(path))
+    else:
+        with open(path, "ab") as f:
+            f.write(b"x")
+        with pytest.raises(ck.InterruptedEditError, match="replaced"):
+            ck.recover_interrupted_edit(path)
+        return
+    assert journal.armed_journal(path) is None
     assert ck.recover_interrupted_edit(path) == "none"
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_journal_is_reused_not_recreated(tmp_path: Path, isolated_cache: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    _official_model(path)
+    ck.embed_recipe(path, RECIPE)
+    ck.embed_recipe(path, {"iga_version": "1.0.0"})
+    journals = list((isolated_cache / "journal").iterdir())
+    assert len(journals) == 1 and journals[0].read_bytes().startswith(journal.DONE)
+    inode = journals[0].stat().st_ino
+    ck.embed_recipe(path, {"iga_version": "1.0.1"})
+    assert journals[0].stat().st_ino == inode
+    assert temp_leftovers(tmp_path) == []
 
 
 def test_concurrent_edit_is_refused(tmp_path: Path) -> None:

@@ -154,11 +154,18 @@ def _copy_userspace(src_fd: int, dst_fd: int, src_off: int, dst_off: int, count:
     return len(data)
 
 
+def datasync(fd: int) -> None:
+    """Flush a file's data (and the metadata needed to read it back) to disk: fdatasync where it exists."""
+    (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fd)
+
+
 @contextlib.contextmanager
-def atomic_output(dest: str, *, mode_from: int | None = None) -> Iterator[tuple[int, str]]:
+def atomic_output(dest: str, *, mode_from: int | None = None, durable: bool = True) -> Iterator[tuple[int, str]]:
     """Yield (fd, temp path) of a temp file next to ``dest``; on success fsync, rename over dest, fsync the folder.
 
     On any exception (including KeyboardInterrupt) the temp file is removed and ``dest`` is left as it was.
+    ``durable=False`` skips both fsyncs (for caches: the rename is still atomic, but after a power loss the file may
+    be old or empty).
     """
     directory = os.path.dirname(os.path.abspath(dest))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=TEMP_SUFFIX, dir=directory)
@@ -167,7 +174,8 @@ def atomic_output(dest: str, *, mode_from: int | None = None) -> Iterator[tuple[
         yield fd, tmp
         if hasattr(os, "fchmod"):
             os.fchmod(fd, mode_from if mode_from is not None else _existing_mode(dest))
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
         os.close(fd)
         closed = True
         os.replace(tmp, dest)
@@ -178,7 +186,8 @@ def atomic_output(dest: str, *, mode_from: int | None = None) -> Iterator[tuple[
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def _existing_mode(dest: str) -> int:
@@ -189,10 +198,23 @@ def _existing_mode(dest: str) -> int:
         return 0o644
 
 
-def write_bytes_atomic(dest: str, data: bytes) -> None:
-    """Write a small file atomically (temp file in the same folder, fsync, rename)."""
-    with atomic_output(dest) as (fd, _tmp):
+def write_bytes_atomic(dest: str, data: bytes, *, durable: bool = True) -> None:
+    """Write a small file atomically (temp file in the same folder, fsync unless not durable, rename)."""
+    with atomic_output(dest, durable=durable) as (fd, _tmp):
         pwrite_all(fd, data, 0)
+
+
+CACHE_ENV = "IGA_CACHE_DIR"
+
+
+def cache_dir() -> str:
+    """Folder of iga's cache (hashes, undo journals): $IGA_CACHE_DIR, else platformdirs.user_cache_dir('iga')."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return env
+    import platformdirs
+
+    return platformdirs.user_cache_dir("iga")
 
 
 def open_readonly(path: str) -> BinaryIO:

@@ -17,24 +17,26 @@ data buffer does not move because ``data_offsets`` are relative to it. The schem
 1. Build the new N-byte header and prove it before touching the file: it is parsed back with the same validator
    ``read_header`` uses (which accepts a strict subset of what the official ``safetensors`` library accepts; a
    differential property test checks that) and must describe exactly the same tensors.
-2. Write an undo journal ``.<name>.iga-undo`` next to the file (old header bytes plus SHA-256 of old and new), fsync it
-   and the folder.
-3. Overwrite bytes [8, 8+N) with one positional write, fsync the file.
-4. Delete the journal.
+2. Write the undo journal (old header bytes plus SHA-256 of old and new; see ``iga.checkpoint.journal``: kept in
+   iga's cache folder and reused, so this is one data flush) and flush it.
+3. Overwrite bytes [8, 8+N) with one positional write, fdatasync the file.
+4. Disarm the journal (an 8-byte write, no flush needed).
 
-Residual risk, stated honestly: a single write of N bytes is not atomic on power loss; a torn write can leave a
-header that no reader accepts. The journal makes that recoverable: ``recover_interrupted_edit`` (``iga recover``, and
-every later iga edit, automatically) restores the old header byte for byte, or drops the journal when the new header
-landed whole. Until someone runs it, the official library cannot open a torn file. The window is the time of one
-write of a few KiB. A process crash (kill -9, exception) without power loss does not tear the write: the kernel has
-either taken the whole buffer or none of it, and an exception during the write rolls the old header back at once.
-Readers running concurrently may see the header change under them (as with any in-place edit). An advisory lock
-(flock) keeps two iga edits of the same file from interleaving.
+Residual risk, stated honestly: a write of N bytes is not atomic. A power loss or kernel crash during it, or a
+kill -9 that lands between two pages of a multi-page header (Linux checks for fatal signals between pages), can leave a
+torn header that no reader accepts. The journal makes that recoverable: ``recover_interrupted_edit`` (``iga recover``,
+and every later iga edit, automatically) restores the old header byte for byte, or closes the journal when the new
+header landed whole. Until someone runs it, the official library cannot open a torn file. The window is the time of
+one write of a few KiB. The journal is found through the cache folder, so recovery must see the same
+``$IGA_CACHE_DIR`` as the interrupted edit. An exception during the write rolls the old header back at once. Readers
+running concurrently may see the header change under them (as with any in-place edit). An advisory lock (flock)
+keeps two iga edits of the same file from interleaving.
 
 Rewrite (when the header grows past N, N is not a multiple of 8, or ``out=`` is given): the new header, with slack
 reserved (max(16 KiB, 25% of the JSON), rounded to 8) so the next edit fits in place, and then the data buffer,
 streamed with ``copy_file_range``/``sendfile`` (user-space 8 MiB buffers as a fallback; tensors are never loaded), into
-a temp file in the destination folder; fsync, atomic rename over the destination, fsync of the folder. Any failure
+a temp file in the destination folder, with writeback of each copied chunk started at once so the final fsync overlaps
+the copy; fsync, atomic rename over the destination, fsync of the folder. Any failure
 removes the temp file and leaves the original untouched. A rename gives the path a new inode: other hard links keep
 the old content.
 
@@ -44,7 +46,6 @@ Every edit updates the file's mtime (never restored: A1111 caches hashes and hea
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -54,11 +55,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from iga.checkpoint import _io
+from iga.checkpoint import _io, journal
 from iga.checkpoint.errors import (
     CheckpointFileError,
     CheckpointWriteError,
-    InterruptedEditError,
     RecipeDecodeError,
     RecipeTooLargeError,
 )
@@ -67,7 +67,6 @@ from iga.checkpoint.header import (
     SafetensorsHeader,
     _refuse_pickle_suffix,
     build_header_json,
-    journal_path,
     pad_header,
     parse_header_bytes,
     read_header,
@@ -85,8 +84,6 @@ MIN_SLACK = 16 * 1024
 """Smallest free space reserved after the header JSON on a rewrite."""
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_JOURNAL_MAGIC = b"IGAUNDO1"
-_JOURNAL_FIXED = len(_JOURNAL_MAGIC) + 24 + 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +210,7 @@ def update_metadata(
     dest = os.fspath(out) if out is not None else None
     if dest is not None and os.path.exists(dest) and os.path.exists(src) and os.path.samefile(src, dest):
         dest = None
-    if os.path.exists(journal_path(src)):
+    if journal.armed_journal(src) is not None:
         recover_interrupted_edit(src)
     try:
         f = open(src, "rb" if dest is not None else "r+b", buffering=0)
@@ -234,7 +231,7 @@ def update_metadata(
             metadata.pop(k, None)
         for k, v in (set or {}).items():
             metadata[k] = v
-        tensors = [header.tensor_map()[name] for name in header.header_order]
+        tensors = list(header.tensor_map().values())  # header order
         new_json = build_header_json(metadata, tensors)
         if dest is None and metadata == dict(header.metadata) and header.has_metadata_key == bool(metadata):
             return EmbedResult("unchanged", src, 0, header.header_len, header.header_len, header.json_len)
@@ -253,37 +250,7 @@ def recover_interrupted_edit(path: str | os.PathLike[str]) -> str:
     src = os.fspath(path)
     if not os.path.isfile(src):
         raise CheckpointFileError("no such file", path=src, hint="Check the path.")
-    jp = journal_path(src)
-    try:
-        with open(jp, "rb") as jf:
-            blob = jf.read(_JOURNAL_FIXED + MAX_HEADER_SIZE + 1)
-    except FileNotFoundError:
-        return "none"
-    parsed = _parse_journal(blob)
-    if parsed is None:
-        os.unlink(jp)
-        return "discarded"
-    offset, length, size, old_sha, new_sha, old = parsed
-    with open(src, "r+b", buffering=0) as f, _io.exclusive_lock(f.fileno(), src):
-        fd = f.fileno()
-        if os.fstat(fd).st_size != size:
-            raise InterruptedEditError(
-                f"the undo journal {jp} was written for a {size}-byte file, but the file now has "
-                f"{os.fstat(fd).st_size} bytes; it was replaced after the interrupted edit",
-                path=src,
-                hint="Check the file with `iga inspect`, then delete the journal by hand.",
-            )
-        current = hashlib.sha256(_io.pread(fd, length, offset)).digest()
-        if current == new_sha:
-            outcome = "completed"
-        elif current == old_sha:
-            outcome = "unchanged"
-        else:
-            _io.pwrite_all(fd, old, offset)
-            os.fsync(fd)
-            outcome = "restored"
-    os.unlink(jp)
-    return outcome
+    return journal.recover(src)
 
 
 # --- implementation ------------------------------------------------------------------------------------------------
@@ -308,19 +275,21 @@ def _edit_in_place(
     _prove(new_header, header.file_size, header, metadata, path)
     old_header = _io.pread(fd, n, 8)
     before = os.fstat(fd)
-    jp = journal_path(path)
-    _write_journal(jp, old_header, new_header, header.file_size)
+    armed = journal.arm(path, old_header, new_header, header.file_size)
     try:
         _io.pwrite_all(fd, new_header, 8)
-        os.fsync(fd)
+        _io.datasync(fd)  # same size, data only: the mtime change need not be durable
     except BaseException:
-        # Roll back at once; if even that fails the journal stays for recover_interrupted_edit.
-        with contextlib.suppress(BaseException):
+        # Roll back at once; if even that fails the journal stays armed for recover_interrupted_edit.
+        try:
             _io.pwrite_all(fd, old_header, 8)
-            os.fsync(fd)
-            os.unlink(jp)
+            _io.datasync(fd)
+        except BaseException:
+            os.close(armed.fd)
+            raise
+        armed.disarm()
         raise
-    os.unlink(jp)
+    armed.disarm()
     hashing.note_header_edit(path, before, os.fstat(fd))
     return EmbedResult("in_place", path, n, n, n, len(new_json))
 
@@ -358,49 +327,6 @@ def _rewrite(
     with contextlib.suppress(OSError):
         hashing.note_header_edit(dest, before, os.stat(dest))
     return EmbedResult("rewrite", dest, total, header.header_len, new_n, json_len)
-
-
-def _write_journal(jp: str, old: bytes, new: bytes, file_size: int) -> None:
-    blob = b"".join(
-        (
-            _JOURNAL_MAGIC,
-            struct.pack("<QQQ", 8, len(old), file_size),
-            hashlib.sha256(old).digest(),
-            hashlib.sha256(new).digest(),
-            old,
-        )
-    )
-    try:
-        jfd = os.open(jp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
-    except OSError as e:
-        raise CheckpointWriteError(
-            f"cannot write the undo journal {jp} ({e.strerror}); the file was not changed",
-            path=jp,
-            hint="iga needs write access to the folder to edit a header safely; or write a copy with -o/--out.",
-        ) from None
-    try:
-        _io.pwrite_all(jfd, blob, 0)
-        os.fsync(jfd)
-    except BaseException:
-        os.close(jfd)
-        with contextlib.suppress(OSError):
-            os.unlink(jp)
-        raise
-    os.close(jfd)
-    _io.fsync_dir(os.path.dirname(os.path.abspath(jp)))
-
-
-def _parse_journal(blob: bytes) -> tuple[int, int, int, bytes, bytes, bytes] | None:
-    if len(blob) < _JOURNAL_FIXED or not blob.startswith(_JOURNAL_MAGIC):
-        return None
-    m = len(_JOURNAL_MAGIC)
-    offset, length, size = struct.unpack("<QQQ", blob[m : m + 24])
-    old_sha = blob[m + 24 : m + 56]
-    new_sha = blob[m + 56 : m + 88]
-    old = blob[_JOURNAL_FIXED:]
-    if offset != 8 or len(old) != length or hashlib.sha256(old).digest() != old_sha:
-        return None
-    return offset, length, size, old_sha, new_sha, old
 
 
 def _pairs_strict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -105,7 +105,7 @@ class TrailingBytesError(HeaderError):
 
 
 class InterruptedEditError(HeaderError):
-    """An in-place header edit by iga was interrupted; its undo journal is still next to the file."""
+    """An in-place header edit by iga was interrupted; its undo journal is still armed."""
 
 
 # --- recipes -------------------------------------------------------------------------------------------------------

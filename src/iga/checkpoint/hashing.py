@@ -27,7 +27,7 @@ from iga.checkpoint import _io
 from iga.checkpoint.errors import CheckpointFileError
 from iga.checkpoint.header import read_header
 
-CACHE_ENV = "IGA_CACHE_DIR"
+CACHE_ENV = _io.CACHE_ENV
 CACHE_FILE = "hashes.json"
 CACHE_VERSION = 1
 MAX_CACHE_ENTRIES = 4096
@@ -173,12 +173,7 @@ def note_header_edit(path: str | os.PathLike[str], before: os.stat_result, after
 
 def cache_dir() -> str:
     """Folder of iga's cache: $IGA_CACHE_DIR, else platformdirs.user_cache_dir('iga')."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return env
-    import platformdirs
-
-    return platformdirs.user_cache_dir("iga")
+    return _io.cache_dir()
 
 
 class _Cache:
@@ -245,4 +240,4 @@ class _Cache:
         data = json.dumps({"version": CACHE_VERSION, "entries": self.entries}, sort_keys=True).encode("utf-8")
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            _io.write_bytes_atomic(self.path, data)
+            _io.write_bytes_atomic(self.path, data, durable=False)  # a cache: atomic, not worth an fsync

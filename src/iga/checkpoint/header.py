@@ -20,7 +20,6 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -215,10 +214,12 @@ def read_header_from_file(f: Any, path: str | None = None) -> SafetensorsHeader:
     try:
         return parse_header_bytes(raw, size, path=path)
     except Exception:
-        if path is not None and os.path.exists(journal_path(path)):
+        from iga.checkpoint.journal import armed_journal
+
+        jp = armed_journal(path) if path is not None else None
+        if jp is not None:
             raise InterruptedEditError(
-                "the header is damaged and an interrupted iga header edit left its undo journal "
-                f"{journal_path(path)}",
+                f"the header is damaged and an interrupted iga header edit left its undo journal {jp}",
                 path=path,
                 hint="Run `iga recover PATH` (or iga.checkpoint.recover_interrupted_edit) to restore the previous "
                 "header.",
@@ -565,12 +566,6 @@ def _refuse_pickle_suffix(path: str) -> None:
     suffix = os.path.splitext(path)[1].lower()
     if suffix in PICKLE_SUFFIXES:
         raise PickleFormatError(f"{suffix} files are pickle-based", path=path)
-
-
-def journal_path(path: str | os.PathLike[str]) -> str:
-    """Where the undo journal of an in-place header edit of ``path`` lives (next to it, hidden)."""
-    p = Path(os.fspath(path))
-    return str(p.with_name(f".{p.name}.iga-undo"))
 
 
 # --- building ------------------------------------------------------------------------------------------------------

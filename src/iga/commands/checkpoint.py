@@ -382,9 +382,10 @@ def _verify(path: Path, report: dict[str, Any]) -> int:
 def recover_command(path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint")]) -> None:
     """Finish or undo an in-place header edit that was interrupted (power loss), using its undo journal.
 
-    An in-place `iga embed` writes `.NAME.iga-undo` next to the file before touching the header and deletes it when
-    done. If it is still there, this restores the old header when the new one did not land whole. Later iga edits do
-    this automatically. Exit 0 (also when there was nothing to do), 2 on error.
+    An in-place `iga embed` first writes the old header to an undo journal in iga's cache folder (or `.NAME.iga-undo`
+    next to the file when that folder is not writable) and marks it done afterwards. If an edit was cut off (power
+    loss), this restores the old header unless the new one landed whole. Later iga edits do this automatically.
+    Exit 0 (also when there was nothing to do), 2 on error.
     """
     from iga.checkpoint import recover_interrupted_edit
 
@@ -392,9 +393,9 @@ def recover_command(path: Annotated[Path, typer.Argument(help="a .safetensors ch
         outcome = recover_interrupted_edit(path)
     messages = {
         "none": "no interrupted edit; nothing to do",
-        "discarded": "the edit had not started; removed its incomplete journal",
-        "completed": "the edit had completed; removed its journal",
-        "unchanged": "the edit had not reached the file; removed its journal",
+        "discarded": "the edit had not started; discarded its incomplete journal",
+        "completed": "the edit had completed; closed its journal",
+        "unchanged": "the edit had not reached the file; closed its journal",
         "restored": "restored the header from before the interrupted edit",
     }
     typer.echo(f"{path}: {messages[outcome]}")
