@@ -169,6 +169,8 @@ def test_prediction_hints_from_metadata(tmp_path: Path, metadata: dict, predicti
 
 
 def test_diffusers_folder(tmp_path: Path) -> None:
+    info = ck.detect_architecture(tmp_path)
+    assert info.architecture == "unknown" and "unet" in info.notes[0]
     (tmp_path / "unet").mkdir()
     write_reference(tmp_path / "unet" / "diffusion_pytorch_model.safetensors", CASES["diffusers sdxl"][0], sparse=True)
     assert ck.detect_architecture(tmp_path).architecture == "sdxl"

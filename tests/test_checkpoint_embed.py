@@ -236,8 +236,8 @@ def test_interrupted_rewrite_leaves_original_and_no_temp_files(tmp_path: Path, m
     monkeypatch.setattr(_io, "copy_chunk", real_chunk)
 
     for target in ("replace", "fsync"):
-        def fail(*a, **k):
-            raise OSError(5, f"injected {target} failure")
+        def fail(*a, _target=target, **k):
+            raise OSError(5, f"injected {_target} failure")
 
         with monkeypatch.context() as m:
             m.setattr(os, target, fail)

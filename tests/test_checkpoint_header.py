@@ -259,7 +259,7 @@ def test_our_headers_round_trip_and_open_in_the_official_library(specs, metadata
         out.write_bytes(struct.pack("<Q", n) + padded + data)
         with safe_open(str(out), "numpy") as f:
             assert (f.metadata() or {}) == (metadata or {})
-            for name, dtype, shape in specs:
+            for name, _dtype, shape in specs:
                 arr = f.get_tensor(name)
                 assert tuple(arr.shape) == tuple(shape)
                 assert arr.tobytes() == blobs[name]

@@ -131,13 +131,21 @@ class ArchitectureInfo:
 
 
 def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> ArchitectureInfo:
-    """Classify a checkpoint from its header (a parsed header, a .safetensors path, or a diffusers folder)."""
+    """Classify a checkpoint from its header (a parsed header, a .safetensors path, or a diffusers folder).
+
+    A diffusers folder is read through ``unet/diffusion_pytorch_model(.fp16).safetensors``; without one the answer
+    is "unknown" with a note (its JSON configs are the models package's business).
+    """
     if isinstance(source, SafetensorsHeader):
         header = source
     else:
         p = os.fspath(source)
         if os.path.isdir(p):
-            header = read_header(_diffusers_unet_file(p))
+            unet = _diffusers_unet_file(p)
+            if unet is None:
+                note = "folder has no unet/diffusion_pytorch_model(.fp16).safetensors to read the UNet layout from"
+                return ArchitectureInfo("unknown", "unknown", (), (), notes=(note,))
+            header = read_header(unet)
         else:
             header = read_header(p)
     tensors = {t.name: t for t in header.tensors}
@@ -346,7 +354,7 @@ def _metadata_evidence(md: Mapping[str, str]) -> list[Evidence]:
     return out
 
 
-def _diffusers_unet_file(folder: str) -> str:
+def _diffusers_unet_file(folder: str) -> str | None:
     for name in (
         "diffusion_pytorch_model.safetensors",
         "diffusion_pytorch_model.fp16.safetensors",
@@ -354,11 +362,7 @@ def _diffusers_unet_file(folder: str) -> str:
         candidate = os.path.join(folder, "unet", name)
         if os.path.isfile(candidate):
             return candidate
-    from iga.checkpoint.errors import CheckpointFileError
-
-    raise CheckpointFileError(
-        "folder has no unet/diffusion_pytorch_model.safetensors", path=folder, hint="Point at a .safetensors file."
-    )
+    return None
 
 
 def _read_scalar(header: SafetensorsHeader, t: TensorInfo | None) -> float | None:
