@@ -20,6 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from iga.models import demo as _demo
 from iga.models.base import (
     DIFFUSERS_PREDICTION,
     ModelLoadError,
@@ -79,6 +80,8 @@ def load_backend(path: str | os.PathLike, *, vae: str | os.PathLike | None = Non
             return _cache[key]
     if p.is_dir():
         backend = _load_folder(p, vae_path, dev, dt, pred)
+    elif p.suffix == ".safetensors" and _demo.is_demo_file(p):
+        backend = _demo.DemoBackend(p, dev, dt)
     else:
         backend = _load_single_file(p, vae_path, dev, dt, pred)
     with _cache_lock:
