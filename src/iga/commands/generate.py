@@ -109,7 +109,14 @@ def generate_cmd(
     from iga.provenance import save_image
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = [save_image(r.image, r.plan.to_dict(), out, fmt=fmt) for r in results]
+    paths: list[Path] = []
+    try:
+        for r in results:  # each file appears whole or not at all (save_image writes a temp file, then links)
+            paths.append(save_image(r.image, r.plan.to_dict(), out, fmt=fmt))
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted while saving: {len(paths)} of {len(results)} images written"
+                   + "".join(f"\n  {p}" for p in paths), err=True)
+        raise typer.Exit(130) from None
     t_end = time.perf_counter()
     timing = {"resolve_s": round(t_load - t0, 3), "load_s": round(t_sample - t_load, 3),
               "sample_s": round(t_save - t_sample, 3), "save_s": round(t_end - t_save, 3)}
