@@ -205,3 +205,21 @@ def test_refused_request_writes_nothing(tiny, tmp_path):
     [override] = json.loads(res.stdout)["plans"][0]["overrides"]
     assert (override["field"], override["recipe_value"], override["requested_value"]) == ("cfg", 6.0, 10.0)
     assert len(list(out.iterdir())) == 1
+
+
+def test_replay_with_another_vae_works_from_any_directory(tiny, tmp_path, monkeypatch):
+    from iga.models import testing
+
+    folder = tmp_path / "vaes"
+    folder.mkdir()
+    vae = testing.save_vae(testing.tiny_vae(seed=7), folder / "my-vae.safetensors")
+    monkeypatch.chdir(folder)  # the VAE given as a relative path
+    gen = cli_json(["generate", PROMPT, "--model", tiny[0], "--vae", "my-vae.safetensors", "--override", "vae",
+                    "--out", tmp_path / "out"])
+    [image], [plan] = gen["images"], gen["plans"]
+    assert plan["vae"]["source"] == "file" and plan["vae"]["path"] == str(vae.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert cli(["replay", image]).exit_code == 0
+    vae.unlink()  # the VAE is gone: one clear error line, exit 2, no traceback
+    res = cli(["replay", image])
+    assert res.exit_code == 2 and "VAE not found" in res.stderr

@@ -162,7 +162,13 @@ def replay_cmd(
     if m.source.identity.weights_sha256 != plan.model.weights_sha256 and not force:
         raise _fail(f"{path} has weights {str(m.source.identity.weights_sha256)[:12]}..., the image was made with "
                     f"{str(plan.model.weights_sha256)[:12]}...: a different model (use --force to replay anyway)")
-    [result] = m.generate(plan=plan)
+    try:
+        [result] = m.generate(plan=plan)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except (ValueError, RuntimeError, OSError) as e:  # a missing VAE, an unloadable model: one clear line
+        raise _fail(f"cannot regenerate {image}: {e}") from None
     import numpy as np
     from PIL import Image
 

@@ -321,7 +321,9 @@ def _resolve_vae(r: _Resolver, recipe: Recipe, req: Request) -> VaeIdentity | No
     from pathlib import Path
 
     is_path = Path(req.vae).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(req.vae).exists()
-    ident = VaeIdentity(id=Path(req.vae).stem if is_path else req.vae, path=str(req.vae) if is_path else None,
+    # an absolute path: the plan must replay from any working directory
+    ident = VaeIdentity(id=Path(req.vae).stem if is_path else req.vae,
+                        path=str(Path(req.vae).expanduser().resolve()) if is_path else None,
                         source="file" if is_path else "checkpoint")
     if native and ident.id != native:
         r.soft("vae", "vae", f"VAE {ident.id!r} is not the recipe's {native!r}; another VAE shifts colours and "
