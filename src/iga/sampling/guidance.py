@@ -185,6 +185,11 @@ class APG(BaseGuidanceHook):
         return uncond + ctx.scale * update
 
 
+def _same_items(a: list, b: list) -> bool:
+    """Same keys in the same order, bound to the identical objects."""
+    return len(a) == len(b) and all(ka == kb and va is vb for (ka, va), (kb, vb) in zip(a, b))
+
+
 class CFGDenoiser:
     """Classifier-free guidance around a raw model: ``D = D_u + w (D_c - D_u)`` from one batched call.
 
@@ -217,6 +222,8 @@ class CFGDenoiser:
         self.prediction: str = param.prediction
         self.nfe = 0
         self.calls = 0  # guided evaluations in the current run (hooks see it as call_index)
+        # the last [uncond; cond] concatenation and what it was built from: built once, not on every model call
+        self._batched: tuple | None = None
         if self.uncond is None and not self.skips_uncond:
             raise ValueError(f"CFG scale {self.scale} needs an unconditional conditioning (uncond=None given)")
 
@@ -229,6 +236,7 @@ class CFGDenoiser:
     def reset_run(self) -> None:
         """Start a new sampling run: reset hook state and the call index (not ``nfe``)."""
         self.calls = 0
+        self._batched = None
         for h in self.hooks:
             h.reset()
 
@@ -254,8 +262,17 @@ class CFGDenoiser:
             return out, None
         if self.uncond is None:
             raise ValueError("the unconditional prediction was requested, but uncond=None was given")
-        uncond = _check_cond(self.uncond, b, "uncond")
-        batch_cond = {k: torch.cat([uncond[k], cond[k]], 0) for k in cond}
+        # reused while the batch size and the very same tensors (held here, compared with `is`) are in place;
+        # an in-place edit of a conditioning tensor is seen after reset_run (every sample() call)
+        sources = (b, list(self.cond.items()), list(self.uncond.items()))
+        cached = self._batched
+        if cached is not None and cached[0] == b and _same_items(cached[1], sources[1]) \
+                and _same_items(cached[2], sources[2]):
+            batch_cond = cached[3]
+        else:
+            uncond = _check_cond(self.uncond, b, "uncond")
+            batch_cond = {k: torch.cat([uncond[k], cond[k]], 0) for k in cond}
+            self._batched = (*sources, batch_cond)
         out = self.raw(torch.cat([x_in, x_in], 0), torch.cat([t, t], 0), batch_cond)
         self.nfe += 1
         if out.shape[0] != 2 * b:
@@ -299,5 +316,5 @@ class CFGDenoiser:
             out = h.post(ctx, self._to_space(h.space, x, s, guided), self._to_space(h.space, x, s, c), hu)
             guided = self._from_space(h.space, x, s, out)
         denoised = self.param.to_denoised(x, s, guided)
-        uncond_d = None if raw_uncond is None else self.param.to_denoised(x, s, raw_uncond)
+        uncond_d = None if raw_uncond is None or not want_uncond else self.param.to_denoised(x, s, raw_uncond)
         return denoised, uncond_d
