@@ -1,0 +1,65 @@
+"""quick_eval: sampling the demo model through iga.sampling, and the shipped model's prompt adherence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from iga.demo import data  # noqa: E402
+from iga.demo.quick_eval import Setting, default_grid, generate, prompts_and_seeds  # noqa: E402
+from iga.paths import DEMO_JUDGE, DEMO_MODEL  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from iga.demo.model import load_demo_model
+    from iga.demo.trainer import TrainConfig, Trainer
+
+    torch.set_num_threads(2)
+    d = tmp_path_factory.mktemp("qe")
+    tr = Trainer(d, TrainConfig(seed=0, batch=2, max_steps=1, warmup=1, checkpoint_every_s=1e9))
+    tr.train_step()
+    return load_demo_model(tr.export(d / "m.safetensors"))
+
+
+def test_prompt_set_is_half_training_half_held_out_and_fixed():
+    items = prompts_and_seeds(20)
+    assert items == prompts_and_seeds(20)
+    held = {t.prompt for t in data.held_out_triples()}
+    groups = [g for _, _, g in items]
+    assert groups.count("train") == groups.count("held_out") == 10
+    assert all((p in held) == (g == "held_out") for p, _, g in items)
+    assert len({s for _, s, _ in items}) == 20  # distinct seeds
+
+
+def test_grid_contains_the_wrong_parameterization_and_the_axes():
+    grid = default_grid()
+    assert any(s.prediction == "eps" for s in grid)
+    assert {s.steps for s in grid} >= {10, 20, 30} and {s.cfg for s in grid} >= {1.0, 2.0, 3.0, 5.0}
+    assert {s.sampler for s in grid} >= {"euler", "dpmpp_2m"} and {s.schedule for s in grid} >= {"karras", "normal"}
+
+
+def test_generate_is_deterministic_and_depends_on_seed_and_parameterization(tiny_model):
+    unet, te, tok, cfg = tiny_model
+    ps = ["a red circle on a black background"] * 2
+    a = generate(unet, te, tok, cfg, Setting(steps=3), ps, [1, 2])
+    b = generate(unet, te, tok, cfg, Setting(steps=3), ps, [1, 2])
+    assert a.shape == (2, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a[0], a[1])
+    c = generate(unet, te, tok, cfg, Setting(steps=3, prediction="eps"), ps, [1, 2])
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.skipif(not (DEMO_MODEL.is_file() and DEMO_JUDGE.is_file()), reason="demo model/judge not bundled")
+def test_shipped_model_follows_prompts_at_the_default_setting():
+    from iga.demo.quick_eval import evaluate
+
+    rows = evaluate(DEMO_MODEL, DEMO_JUDGE, [Setting()], n=24, batch=24)
+    acc = rows[0]["accuracy"]["all"]
+    # the requirement for the bundled model: shape, fg and bg read correctly from >= 90% of images
+    assert min(acc["shape"], acc["fg"], acc["bg"]) >= 0.9, acc
