@@ -23,6 +23,7 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint in --out")] = True,
     judge_steps: Annotated[int, typer.Option(help="training steps of the judge (0: skip the judge)")] = 1500,
     model_steps_only: Annotated[bool, typer.Option("--model-only", help="skip the judge")] = False,
+    judge_only: Annotated[bool, typer.Option("--judge-only", help="train and export only the judge")] = False,
 ) -> None:
     """Train the demo diffusion model and its judge from scratch (or resume), then export both.
 
@@ -35,6 +36,9 @@ def train_cmd(
 
     from iga.demo.trainer import TrainConfig, Trainer, export_judge, train_judge
 
+    if judge_only and (model_steps_only or not judge_steps):
+        typer.echo("error: --judge-only needs the judge: drop --model-only and keep --judge-steps above 0", err=True)
+        raise typer.Exit(2)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     out.mkdir(parents=True, exist_ok=True)
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -45,6 +49,8 @@ def train_cmd(
             judge, acc = train_judge(steps=judge_steps, progress=lambda s, l: bar.update(task, completed=s, loss=l))
             export_judge(judge, out / "iga-demo-judge-v1.safetensors", acc)
             typer.echo(f"judge accuracy on fresh images: {json.dumps(acc)}")
+        if judge_only:
+            return
         cfg = TrainConfig(seed=seed, batch=batch, max_steps=steps, max_minutes=max_minutes)
         trainer = Trainer(out / "ckpt", cfg, resume=resume)
         total = steps or 0

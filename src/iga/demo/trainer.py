@@ -244,7 +244,7 @@ def train_judge(steps: int = 1500, batch: int = 128, seed: int = 1, lr: float = 
         loss.backward()
         opt.step()
         if progress:
-            progress(step + 1, float(loss))
+            progress(step + 1, float(loss.detach()))
     judge.eval()
     return judge, judge_accuracy(judge, seed=seed + 999)
 
