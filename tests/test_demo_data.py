@@ -80,9 +80,13 @@ def test_shapes_are_distinct_masks():
             assert (masks[i] != masks[j]).sum() > 20, (data.SHAPES[i], data.SHAPES[j])
 
 
-def test_prompt_grammar():
+def test_prompt_grammar_round_trips_and_rejects_other_text():
     t = data.Attributes("star", "yellow", "blue")
     assert t.prompt == "a yellow star on a blue background"
+    assert all(data.parse_prompt(x.prompt) == x for x in data.all_triples())
+    for bad in ("a yellow star on blue background", "a purple star on a blue background", "a star"):
+        with pytest.raises(ValueError):
+            data.parse_prompt(bad)
 
 
 def test_unknown_split_is_an_error():

@@ -226,3 +226,15 @@ def iterate(seed: int, batch_size: int, split: str = "train", start_step: int = 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Convert [-1, 1] float NCHW images to uint8 NHWC."""
     return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def parse_prompt(prompt: str) -> Attributes:
+    """Read (shape, fg, bg) back from a grammar prompt; anything else is a ValueError."""
+    w = prompt.lower().split()
+    if len(w) != 7 or w[0] != "a" or w[3:5] != ["on", "a"] or w[6] != "background":
+        raise ValueError(f"{prompt!r} does not follow the demo grammar {PROMPT_TEMPLATE!r}")
+    t = Attributes(shape=w[2], fg=w[1], bg=w[5])
+    if t.shape not in SHAPES or t.fg not in FG_COLORS or t.bg not in BG_COLORS:
+        raise ValueError(f"{prompt!r} names an unknown shape or colour (shapes {SHAPES}, "
+                         f"foregrounds {tuple(FG_COLORS)}, backgrounds {tuple(BG_COLORS)})")
+    return t

@@ -112,8 +112,7 @@ def evaluate(model_path: str | Path, judge_path: str | Path | None, settings: li
     prompts, seeds, groups = [p for p, _, _ in items], [s for _, s, _ in items], [g for _, _, g in items]
     real = []
     for p, s in zip(prompts, seeds):
-        w = p.split()
-        real.append(data.render([data.Attributes(w[2], w[1], w[4])], np.random.default_rng(s)))
+        real.append(data.render([data.parse_prompt(p)], np.random.default_rng(s)))
     real_stats = feature_stats(features(judge, data.to_uint8(np.concatenate(real))))
     rows = []
     for st in settings:
@@ -126,8 +125,8 @@ def evaluate(model_path: str | Path, judge_path: str | Path | None, settings: li
             idx = [i for i, g in enumerate(groups) if group in ("all", g)]
             c = {"shape": 0, "fg": 0, "bg": 0, "all3": 0}
             for i in idx:
-                w, r = prompts[i].split(), readings[i]
-                ok = (r.shape == w[2], r.fg == w[1], r.bg == w[4])
+                w, r = data.parse_prompt(prompts[i]), readings[i]
+                ok = (r.shape == w.shape, r.fg == w.fg, r.bg == w.bg)
                 c["shape"] += ok[0]
                 c["fg"] += ok[1]
                 c["bg"] += ok[2]

@@ -68,7 +68,7 @@ def score(model: Any, judge: Any, *, n_per_group: int = 110, request: dict[str, 
             images = model.generate(plan=plan)
             pixels = np.stack([im.pixels for im in images])
             want = prompt.split()
-            expected = {"fg": want[1], "shape": want[2], "bg": want[4]}
+            expected = {"fg": want[1], "shape": want[2], "bg": want[5]}
             for r in read(judge, pixels):
                 ok = {"shape": r.shape == expected["shape"], "fg": r.fg == expected["fg"],
                       "bg": r.bg == expected["bg"]}
