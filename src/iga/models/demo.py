@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -28,31 +27,16 @@ class DemoBackend:
     vae_scale_factor = 1
 
     def __init__(self, path: str | os.PathLike[str], device: torch.device, dtype: torch.dtype):
-        from safetensors.torch import load_file
+        from iga.demo.model import DemoModelError, load_demo_model
 
-        from iga.checkpoint import read_header
-        from iga.demo.net import TextEncoder, WordTokenizer, build_unet
-
-        meta = read_header(path).metadata
         try:
-            cfg = json.loads(meta["iga.demo.config"])
-        except (KeyError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"{path}: not a valid iga demo model (iga.demo.config: {e})") from None
-        tensors = load_file(str(path))
-        self.unet = build_unet(cfg["unet"])
-        self.text_encoder = TextEncoder(**cfg["text_encoder"])
-        for prefix, module in (("demo.unet.", self.unet), ("demo.text_encoder.", self.text_encoder)):
-            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            missing, unexpected = module.load_state_dict(sd, strict=False)
-            if missing or unexpected:
-                raise ModelLoadError(f"{path}: demo weights do not match their config "
-                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        self.tokenizer = WordTokenizer(cfg["vocab"], cfg["text_encoder"]["max_tokens"])
-        for module in (self.unet, self.text_encoder):
-            module.eval().requires_grad_(False)
-            if device.type != "cpu" or dtype != torch.float32:  # a no-op cast still makes diffusers warn
+            self.unet, self.text_encoder, self.tokenizer, cfg = load_demo_model(path)
+        except DemoModelError as e:
+            raise ModelLoadError(str(e)) from None
+        if device.type != "cpu" or dtype != torch.float32:  # a no-op cast still makes diffusers warn
+            for module in (self.unet, self.text_encoder):
                 module.to(device=device, dtype=dtype)
-        self.prediction_type = cfg.get("prediction_type", "v")
+        self.prediction_type = cfg["prediction_type"]
         self.training_schedule = cfg["training_schedule"]
         self.device, self.dtype = device, dtype
         self.identity: dict[str, Any] = {"name": Path(path).stem, "path": str(path), "format": "safetensors",
