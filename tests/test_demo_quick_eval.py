@@ -63,3 +63,28 @@ def test_shipped_model_follows_prompts_at_the_default_setting():
     acc = rows[0]["accuracy"]["all"]
     # the requirement for the bundled model: shape, fg and bg read correctly from >= 90% of images
     assert min(acc["shape"], acc["fg"], acc["bg"]) >= 0.9, acc
+
+
+def test_sigma_space_v_denoiser_matches_the_discrete_training_formula(tiny_model):
+    # Training: x_t = a x0 + s eps, v = a eps - s x0, so x0 = a x_t - s v. The sampler works in sigma space
+    # (x = x_t / a, sigma = s / a) and must recover the same x0 through iga's v parameterization.
+    from iga.demo.model import encode
+    from iga.demo.trainer import alphas_cumprod
+    from iga.sampling.parameterization import VPParameterization, schedule_from_config
+
+    unet, te, tok, cfg = tiny_model
+    param = VPParameterization(schedule_from_config(cfg["training_schedule"]), "v")
+    ab = alphas_cumprod().float()
+    x0 = torch.from_numpy(data.sample_batch(2, np.random.default_rng(0)).images)
+    cond = encode(te, tok, ["a red circle on a black background"] * 2)
+    for t in (30, 400, 900):
+        a, s = ab[t].sqrt(), (1 - ab[t]).sqrt()
+        xt = a * x0 + s * torch.randn(x0.shape, generator=torch.Generator().manual_seed(t))
+        with torch.no_grad():
+            v = unet(xt, torch.full((2,), t), **cond).sample
+            sigma = torch.full((2,), float(s / a))
+            x_in, t_in = param.model_inputs(xt / a, sigma)
+            assert torch.allclose(t_in.float(), torch.full((2,), float(t)), atol=1e-2)
+            assert torch.allclose(x_in, xt, atol=1e-5)
+            d = param.to_denoised(xt / a, sigma, unet(x_in, t_in, **cond).sample)
+        assert torch.allclose(d, a * xt - s * v, atol=1e-4)
