@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,14 +37,12 @@ class Setting:
 
 def default_grid() -> list[Setting]:
     """The settings the report compares: steps, CFG, sampler, schedule, and one wrong parameterization."""
-    base = Setting()
-    grid = [base]
-    grid += [Setting(steps=s) for s in (10, 30)]
+    grid = [Setting(), Setting(prediction="eps")]
     grid += [Setting(cfg=c) for c in (1.0, 2.0, 5.0)]
+    grid += [Setting(steps=s) for s in (10, 30)]
+    grid += [Setting(schedule="normal"), Setting(sampler="euler_ancestral", schedule="normal")]
     grid += [Setting(sampler="euler", schedule=sch, steps=s) for sch in ("karras", "normal") for s in (10, 20)]
-    grid += [Setting(schedule="normal")]
-    grid += [Setting(sampler="euler_ancestral", schedule="normal", steps=20)]
-    grid += [Setting(prediction="eps"), Setting(sampler="euler", schedule="normal", prediction="eps")]
+    grid += [Setting(sampler="euler", schedule="normal", prediction="eps")]
     return grid
 
 
@@ -100,7 +98,7 @@ def generate(unet: Any, text_encoder: Any, tokenizer: Any, config: dict[str, Any
 
 
 def evaluate(model_path: str | Path, judge_path: str | Path | None, settings: list[Setting], n: int = 200,
-             batch: int = 100) -> list[dict[str, Any]]:
+             batch: int = 100, on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Judge accuracy per attribute (train / held-out prompts) and judge-feature Frechet distance per setting."""
     from iga.demo import data
     from iga.demo.judge import feature_stats, features, frechet_distance, load_judge, read
@@ -135,6 +133,8 @@ def evaluate(model_path: str | Path, judge_path: str | Path | None, settings: li
         fd = frechet_distance(*feature_stats(features(judge, imgs)), *real_stats)
         rows.append({"setting": asdict(st), "label": st.label, "accuracy": acc, "frechet": fd,
                      "seconds": round(secs, 1), "n": len(prompts)})
+        if on_row:
+            on_row(rows[-1])
     return rows
 
 
@@ -166,8 +166,9 @@ def _main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     settings = default_grid() if a.grid == "default" else [Setting()]
-    rows = evaluate(a.model or _default_model(), a.judge, settings, n=a.n, batch=a.batch)
-    print(format_table(rows), flush=True)
+    print(format_table([]), flush=True)
+    rows = evaluate(a.model or _default_model(), a.judge, settings, n=a.n, batch=a.batch,
+                    on_row=lambda r: print(format_table([r]).splitlines()[-1], flush=True))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
 
