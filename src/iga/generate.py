@@ -79,12 +79,23 @@ class Model:
             plan = self.plan(prompt, mode=mode, **fields)
         backend = self.backend(plan.vae.path if plan.vae and plan.vae.source == "file" else None)
         images, nfe = render(plan, backend, callback=callback, cancel=cancel)
+        runtime = runtime_info(backend)
         out = []
         for k, px in enumerate(images):
             p = plan.for_image(k) if len(plan.seeds) > 1 else plan
-            p = p.model_copy(update={"pixels_sha256": pixels_sha256(px)})
+            p = p.model_copy(update={"pixels_sha256": pixels_sha256(px), "runtime": runtime})
             out.append(GeneratedImage(image=_to_pil(px), plan=p, pixels=px, nfe=nfe))
         return out
+
+
+def runtime_info(backend: Any) -> dict[str, Any]:
+    """The software and thread count that computed an image (convolution results depend on them)."""
+    import torch
+
+    from iga import __version__
+
+    return {"iga": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": str(backend.device), "dtype": str(backend.dtype).replace("torch.", "")}
 
 
 def load(path: str | os.PathLike[str] | None = None, *, device: str = "cpu", dtype: str = "float32") -> Model:

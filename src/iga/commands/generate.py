@@ -162,6 +162,11 @@ def replay_cmd(
     if m.source.identity.weights_sha256 != plan.model.weights_sha256 and not force:
         raise _fail(f"{path} has weights {str(m.source.identity.weights_sha256)[:12]}..., the image was made with "
                     f"{str(plan.model.weights_sha256)[:12]}...: a different model (use --force to replay anyway)")
+    threads = (plan.runtime or {}).get("threads")
+    if isinstance(threads, int) and threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)  # convolution sums depend on the thread split: use the original one
     try:
         [result] = m.generate(plan=plan)
     except KeyboardInterrupt:

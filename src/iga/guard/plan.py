@@ -128,6 +128,8 @@ class Plan(BaseModel):
     vae: VaeIdentity | None = None
     findings: list[Finding] = Field(default_factory=list)
     overrides: list[OverrideRecord] = Field(default_factory=list)
+    runtime: dict[str, Any] | None = Field(None, description="what computed the pixels (torch version, threads, "
+                                           "device, dtype): float results can change with them, so replay reuses them")
     pixels_sha256: str | None = Field(None, description="SHA-256 of the image's uint8 RGB pixels before encoding "
                                       "(lets replay prove identity even for JPEG/WebP)")
 

@@ -36,6 +36,8 @@ class TrainingSchedule(_Model):
     num_train_timesteps: int = Field(1000, ge=2, le=100_000)
     zero_terminal_snr: bool = False
     shift: float | None = Field(None, gt=0, description="flow models: SD3-style timestep shift")
+    quantize: bool | None = Field(None, description="round timesteps to integers when sampling (diffusers' "
+                                  "DPM-Solver does this with Karras sigmas)")
 
 
 class SamplerSpec(_Model):
