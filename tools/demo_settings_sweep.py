@@ -28,6 +28,7 @@ def main() -> None:
     """Run every setting and print a table (and JSON when asked)."""
     import iga
     from iga.demo.judge import load_judge
+    from iga.guard import GuardRefused
     from iga.demo.score import score
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -40,7 +41,12 @@ def main() -> None:
     rows = []
     for fields in SETTINGS:
         t = time.perf_counter()
-        rep = score(model, judge, n_per_group=args.n, request=fields, mode="permissive")
+        try:
+            rep = score(model, judge, n_per_group=args.n, request=fields, mode="permissive")
+        except GuardRefused as e:  # hard findings are refused even in permissive mode
+            print(f"{json.dumps(fields):45} refused: {e.findings[0].reason[:90]}", flush=True)
+            rows.append({"setting": fields, "refused": [f.reason for f in e.findings if f.outcome == "refused"]})
+            continue
         g = rep["groups"]
         row = {"setting": fields or "recipe default", **{k: rep["settings"][k] for k in ("sampler", "schedule",
                                                                                          "steps", "cfg", "nfe")},
