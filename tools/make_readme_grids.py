@@ -36,12 +36,12 @@ def wrong_setups(plan):
         return plan.model_copy(update={"schedule": name, "steps": steps, "sigmas": sig, **upd})
 
     return [
-        ("recipe (dpmpp_2m + karras, 20 steps, cfg 3)", plan),
+        (f"recipe ({plan.sampler} + {plan.schedule}, {plan.steps} steps, cfg {plan.cfg:g})", plan),
         ("treated as eps-prediction", plan.model_copy(update={"prediction_type": "eps"})),
         ("forbidden sampler lcm", plan.model_copy(update={"sampler": "lcm"})),
         ("forbidden schedule turbo (4 steps)", with_schedule("turbo", 4)),
-        ("3 steps (recipe: 10-40)", with_schedule("karras", 3)),
-        ("cfg 15 (recipe: 1.5-5)", plan.model_copy(update={"cfg": 15.0})),
+        ("3 steps (below the recipe's range)", with_schedule("karras", 3)),
+        ("cfg 15 (above the recipe's range)", plan.model_copy(update={"cfg": 15.0})),
     ]
 
 
