@@ -14,9 +14,12 @@ from .base import ModelLoadError
 
 def is_demo_file(path: str | os.PathLike[str]) -> bool:
     """True when a .safetensors header marks the file as an iga demo model."""
-    from iga.checkpoint import read_header
+    from iga.checkpoint import CheckpointError, read_header
 
-    return read_header(path).metadata.get("iga.architecture") == "demo"
+    try:
+        return read_header(path).metadata.get("iga.architecture") == "demo"
+    except CheckpointError:
+        return False  # not readable as safetensors: the single-file loader reports why
 
 
 class DemoBackend:
