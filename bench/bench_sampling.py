@@ -1,7 +1,7 @@
 """Benchmark iga's sampling engine: its own overhead per step, and a 20-step run against a diffusers pipeline.
 
-    python bench/bench_sampling.py              # tiny UNet and an SD1.5-sized random UNet (~15-25 min on 2 cores)
-    python bench/bench_sampling.py --quick      # tiny UNet only (~1 min)
+    python bench/bench_sampling.py              # tiny UNet and an SD1.5-sized random UNet (25-60 min on 2 cores)
+    python bench/bench_sampling.py --quick      # tiny UNet only (~20 s)
 
 (a) Engine overhead. Every registered sampler runs through ``run.sample`` with a zero-cost network: a raw model that
     returns a cached tensor inside the real ``CFGDenoiser`` (batched cond+uncond, CFG 7) and ``VPParameterization``,
