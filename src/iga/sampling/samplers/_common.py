@@ -116,6 +116,16 @@ def check_nonneg(name: str, value: float, sampler: str) -> float:
     return v
 
 
+def noise_options(sampler: str, eta: float, s_noise: float, sig: Sequence[float], noise: NoiseSampler | None,
+                  why: str = "eta > 0 injects noise") -> tuple[float, float]:
+    """Check eta and s_noise; require a noise sampler when eta > 0 and a step actually adds noise."""
+    eta = check_nonneg("eta", eta, sampler)
+    s_noise = check_nonneg("s_noise", s_noise, sampler)
+    if eta > 0 and sig[1] > 0:
+        require_noise(noise, sampler, why)
+    return eta, s_noise
+
+
 # ---- noise-level algebra -------------------------------------------------------------------------------------
 
 def alpha(kind: str, s: float) -> float:

@@ -18,13 +18,12 @@ from iga.sampling.samplers._common import (
     alpha,
     ancestral_step,
     capped_for_lambda,
-    check_nonneg,
+    noise_options,
     check_sigmas,
     draw,
     emit,
     half_log_snr,
     model_kind,
-    require_noise,
     sigma_dtype,
 )
 
@@ -67,10 +66,7 @@ def sample_euler_ancestral_cfg_pp(model, x: torch.Tensor, sigmas: torch.Tensor, 
     """Ancestral Euler CFG++: the CFG++ step to sigma_down, then renoise as in euler_ancestral (eta, s_noise)."""
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "euler_ancestral_cfg_pp")
-    eta = check_nonneg("eta", eta, "euler_ancestral_cfg_pp")
-    s_noise = check_nonneg("s_noise", s_noise, "euler_ancestral_cfg_pp")
-    if eta > 0 and sig[1] > 0:
-        require_noise(noise, "euler_ancestral_cfg_pp", "eta > 0 injects noise")
+    eta, s_noise = noise_options("euler_ancestral_cfg_pp", eta, s_noise, sig, noise)
     fn, sdt = _guided(model, "euler_ancestral_cfg_pp"), sigma_dtype(sigmas, x)
     for i in range(len(sig) - 1):
         s, s_next = sig[i], sig[i + 1]

@@ -14,6 +14,7 @@ from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
     alpha,
     check_nonneg,
+    noise_options,
     check_sigmas,
     ddim_step,
     denoise,
@@ -39,10 +40,7 @@ def sample_ddim(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSam
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "ddim")
-    eta = check_nonneg("eta", eta, "ddim")
-    s_noise = check_nonneg("s_noise", s_noise, "ddim")
-    if eta > 0 and sig[1] > 0:
-        require_noise(noise, "ddim", "eta > 0 injects noise")
+    eta, s_noise = noise_options("ddim", eta, s_noise, sig, noise)
     sdt = sigma_dtype(sigmas, x)
     for i in range(len(sig) - 1):
         s, s_next = sig[i], sig[i + 1]

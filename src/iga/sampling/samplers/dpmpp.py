@@ -26,7 +26,7 @@ from iga.sampling.samplers._common import (
     alpha,
     ancestral_step,
     capped_for_lambda,
-    check_nonneg,
+    noise_options,
     check_sigmas,
     ddim_step,
     denoise,
@@ -35,15 +35,10 @@ from iga.sampling.samplers._common import (
     half_log_snr,
     model_kind,
     posterior_step,
-    require_noise,
     sigma_dtype,
     sigma_of_lambda,
     to_d,
 )
-
-
-def _needs_noise(eta: float, sig: list[float]) -> bool:
-    return eta > 0 and sig[1] > 0
 
 
 def sample_dpmpp_2m(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSampler | None = None,
@@ -88,10 +83,7 @@ def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: 
         raise SamplingError(f"dpmpp_2m_sde: solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpmpp_2m_sde")
-    eta = check_nonneg("eta", eta, "dpmpp_2m_sde")
-    s_noise = check_nonneg("s_noise", s_noise, "dpmpp_2m_sde")
-    if _needs_noise(eta, sig):
-        require_noise(noise, "dpmpp_2m_sde", "eta > 0 makes it an SDE solver")
+    eta, s_noise = noise_options("dpmpp_2m_sde", eta, s_noise, sig, noise, "eta > 0 makes it an SDE solver")
     ls, sdt = capped_for_lambda(sig, kind), sigma_dtype(sigmas, x)
     old, h_last = None, None
     for i in range(len(sig) - 1):
@@ -140,10 +132,7 @@ def sample_dpmpp_3m_sde(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: 
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpmpp_3m_sde")
-    eta = check_nonneg("eta", eta, "dpmpp_3m_sde")
-    s_noise = check_nonneg("s_noise", s_noise, "dpmpp_3m_sde")
-    if _needs_noise(eta, sig):
-        require_noise(noise, "dpmpp_3m_sde", "eta > 0 makes it an SDE solver")
+    eta, s_noise = noise_options("dpmpp_3m_sde", eta, s_noise, sig, noise, "eta > 0 makes it an SDE solver")
     ls, sdt = capped_for_lambda(sig, kind), sigma_dtype(sigmas, x)
     d_1 = d_2 = None
     h_1 = h_2 = None
@@ -187,10 +176,7 @@ def sample_dpmpp_2s_ancestral(model, x: torch.Tensor, sigmas: torch.Tensor, *, n
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpmpp_2s_ancestral")
-    eta = check_nonneg("eta", eta, "dpmpp_2s_ancestral")
-    s_noise = check_nonneg("s_noise", s_noise, "dpmpp_2s_ancestral")
-    if _needs_noise(eta, sig):
-        require_noise(noise, "dpmpp_2s_ancestral", "eta > 0 injects noise")
+    eta, s_noise = noise_options("dpmpp_2s_ancestral", eta, s_noise, sig, noise)
     ls, sdt = capped_for_lambda(sig, kind), sigma_dtype(sigmas, x)
     for i in range(len(sig) - 1):
         s, s_next = ls[i], ls[i + 1]
@@ -221,13 +207,10 @@ def sample_dpmpp_sde(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noi
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpmpp_sde")
-    eta = check_nonneg("eta", eta, "dpmpp_sde")
-    s_noise = check_nonneg("s_noise", s_noise, "dpmpp_sde")
     r = float(r)
     if not 0 < r <= 1:
         raise SamplingError(f"dpmpp_sde: option r must be in (0, 1], got {r!r}")
-    if _needs_noise(eta, sig):
-        require_noise(noise, "dpmpp_sde", "eta > 0 makes it an SDE solver")
+    eta, s_noise = noise_options("dpmpp_sde", eta, s_noise, sig, noise, "eta > 0 makes it an SDE solver")
     ls, sdt = capped_for_lambda(sig, kind), sigma_dtype(sigmas, x)
     fac = 1.0 / (2.0 * r)
     for i in range(len(sig) - 1):

@@ -15,13 +15,13 @@ from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
     ancestral_step,
     check_nonneg,
+    noise_options,
     check_sigmas,
     churn,
     denoise,
     draw,
     emit,
     model_kind,
-    require_noise,
     sigma_dtype,
     to_d,
 )
@@ -65,10 +65,7 @@ def sample_euler_ancestral(model, x: torch.Tensor, sigmas: torch.Tensor, *, nois
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "euler_ancestral")
-    eta = check_nonneg("eta", eta, "euler_ancestral")
-    s_noise = check_nonneg("s_noise", s_noise, "euler_ancestral")
-    if eta > 0 and sig[1] > 0:
-        require_noise(noise, "euler_ancestral", "eta > 0 injects noise")
+    eta, s_noise = noise_options("euler_ancestral", eta, s_noise, sig, noise)
     sdt = sigma_dtype(sigmas, x)
     for i in range(len(sig) - 1):
         s, s_next = sig[i], sig[i + 1]
@@ -189,10 +186,7 @@ def sample_dpm_2_ancestral(model, x: torch.Tensor, sigmas: torch.Tensor, *, nois
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpm_2_ancestral")
-    eta = check_nonneg("eta", eta, "dpm_2_ancestral")
-    s_noise = check_nonneg("s_noise", s_noise, "dpm_2_ancestral")
-    if eta > 0 and sig[1] > 0:
-        require_noise(noise, "dpm_2_ancestral", "eta > 0 injects noise")
+    eta, s_noise = noise_options("dpm_2_ancestral", eta, s_noise, sig, noise)
     sdt = sigma_dtype(sigmas, x)
     for i in range(len(sig) - 1):
         s, s_next = sig[i], sig[i + 1]
