@@ -102,3 +102,10 @@ def test_iga_demo_judge_command_reads_images(tmp_path):
         assert w in res.output
     bad = CliRunner().invoke(app, ["demo", "judge", str(tmp_path / "missing.png")])
     assert bad.exit_code != 0
+
+
+def test_feature_stats_refuses_a_single_image_instead_of_returning_nan():
+    with pytest.raises(ValueError, match="at least 2 images"):
+        feature_stats(np.ones((1, 8)))
+    mu, cov = feature_stats(np.arange(16, dtype=float).reshape(2, 8))
+    assert mu.shape == (8,) and cov.shape == (8, 8) and np.isfinite(cov).all()

@@ -30,7 +30,7 @@ import json
 import os
 import struct
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,7 +195,12 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
 def prediction_hints(header: SafetensorsHeader) -> list[PredictionHint]:
     """Every prediction-type hint in the header's marker tensors and metadata, each with its source."""
     names = {t.name: t for t in header.tensors}
-    md = header.metadata
+    return hints_from(names.keys(), header.metadata, lambda name: _read_scalar(header, names.get(name)))
+
+
+def hints_from(names: Collection[str], md: Mapping[str, str],
+               scalar: Callable[[str], float | None] = lambda _name: None) -> list[PredictionHint]:
+    """Prediction hints from tensor names and metadata, strongest first; ``scalar`` reads a marker's value."""
     hints: list[PredictionHint] = []
     if "v_pred" in names:
         hints.append(PredictionHint("prediction_type", "v", "tensor v_pred"))
@@ -204,8 +209,7 @@ def prediction_hints(header: SafetensorsHeader) -> list[PredictionHint]:
     if "edm_vpred.sigma_max" in names or "edm_vpred.sigma_min" in names:
         hints.append(PredictionHint("prediction_type", "v", "tensor edm_vpred.sigma_max/min"))
         hints.append(PredictionHint("parameterization", "edm", "tensor edm_vpred.sigma_max/min"))
-        lo = _read_scalar(header, names.get("edm_vpred.sigma_min"))
-        hi = _read_scalar(header, names.get("edm_vpred.sigma_max"))
+        lo, hi = scalar("edm_vpred.sigma_min"), scalar("edm_vpred.sigma_max")
         if lo is not None and hi is not None:
             hints.append(PredictionHint("sigma_range", f"{lo:g},{hi:g}", "tensors edm_vpred.sigma_min/max"))
     if "edm_mean" in names and "edm_std" in names:

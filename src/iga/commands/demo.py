@@ -136,7 +136,7 @@ def score_cmd(
     for g, r in report["groups"].items():
         a = r["accuracy"]
         typer.echo(f"{g:10} {r['n']:>4} {a['shape']:>7.1%} {a['fg']:>7.1%} {a['bg']:>7.1%} {a['all']:>7.1%} "
-                   f"{r['frechet']:>9.2f}")
+                   f"{'n/a' if r['frechet'] is None else format(r['frechet'], '.2f'):>9}")
 
 
 def register(app: typer.Typer) -> None:

@@ -84,5 +84,7 @@ def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.nd
 
 
 def feature_stats(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of features."""
+    """Mean and covariance of features (at least two rows: one image has no covariance)."""
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"a Frechet distance needs at least 2 images per side, got {f.shape[0] if f.ndim else 0}")
     return f.mean(0), np.cov(f, rowvar=False)

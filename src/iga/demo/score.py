@@ -22,9 +22,9 @@ def prompt_set(group: str, n_images: int) -> list[tuple[str, int]]:
     n_prompts = min(len(triples), n_images)
     step = len(triples) / n_prompts
     chosen = [triples[int(i * step)] for i in range(n_prompts)]
-    per = max(1, n_images // n_prompts)
     base = 1000 if group == "train" else 2000
-    return [(t.prompt, base + k) for t in chosen for k in range(per)][:n_images]
+    # round-robin, so exactly n_images come back even when the prompt count does not divide it
+    return [(chosen[i % n_prompts].prompt, base + i // n_prompts) for i in range(n_images)]
 
 
 @dataclass
@@ -67,24 +67,22 @@ def score(model: Any, judge: Any, *, n_per_group: int = 110, request: dict[str, 
                          "overrides": [o.field for o in plan.overrides]}
             images = model.generate(plan=plan)
             pixels = np.stack([im.pixels for im in images])
-            want = prompt.split()
-            expected = {"fg": want[1], "shape": want[2], "bg": want[5]}
+            want = data.parse_prompt(prompt)
             for r in read(judge, pixels):
-                ok = {"shape": r.shape == expected["shape"], "fg": r.fg == expected["fg"],
-                      "bg": r.bg == expected["bg"]}
+                ok = {"shape": r.shape == want.shape, "fg": r.fg == want.fg, "bg": r.bg == want.bg}
                 for k, v in ok.items():
                     gs.correct[k] += int(v)
                 gs.correct["all"] += int(all(ok.values()))
                 gs.n += 1
             gen_pixels.append(pixels)
-            attrs = data.Attributes(expected["shape"], expected["fg"], expected["bg"])
-            real = data.render([attrs] * len(seeds), np.random.default_rng(seeds[0]))
+            real = data.render([want] * len(seeds), np.random.default_rng(seeds[0]))
             real_pixels.append(data.to_uint8(real))
             done += len(seeds)
             if progress:
                 progress(done, total)
-        fg_, fr_ = features(judge, np.concatenate(gen_pixels)), features(judge, np.concatenate(real_pixels))
-        gs.frechet = frechet_distance(*feature_stats(fg_), *feature_stats(fr_))
+        if gs.n >= 2:  # one image has no covariance; the report says None instead
+            fg_, fr_ = features(judge, np.concatenate(gen_pixels)), features(judge, np.concatenate(real_pixels))
+            gs.frechet = frechet_distance(*feature_stats(fg_), *feature_stats(fr_))
         groups[group] = gs
     return {"schema": "iga.demo-score/1", "settings": plan_info, "mode": mode,
             "groups": {g: {"n": s.n, "accuracy": s.accuracy(), "frechet": s.frechet} for g, s in groups.items()}}

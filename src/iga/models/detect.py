@@ -6,10 +6,10 @@ Works on the tensor names and shapes of the safetensors header (no tensor data i
 - anything else (UNet-only files, LoRAs, SDXL refiner, SD3/Flux, diffusers-keyed single files) is refused
   with a message that says what the file looks like.
 
-Prediction type, strongest marker first (the caller's explicit ``prediction_type=`` beats all of them):
-a ``v_pred`` tensor key (ComfyUI convention) -> v; ``modelspec.prediction_type`` / ``modelspec.predict_key``
-(``v``, ``epsilon``, ``v-zsnr``); ``modelspec.architecture`` ending in ``-v``; kohya's
-``ss_base_model_version`` ending in ``_v``; else the family default: eps for SD1/SDXL, and **v for SD2**
+Prediction type: the strongest of the hints ``iga.checkpoint`` reads (the caller's explicit ``prediction_type=``
+beats all of them): a ``v_pred`` tensor key (ComfyUI convention), ``modelspec.prediction_type`` /
+``modelspec.predict_key`` (``v``, ``epsilon``, ``v-zsnr``), ``modelspec.architecture`` ending in ``-v``, kohya's
+``ss_base_model_version``, an embedded recipe; else the family default: eps for SD1/SDXL, and **v for SD2**
 (the 768-v releases, 2.0-v and 2.1, are the common SD2 checkpoints; 512-base ones need
 ``prediction_type="eps"`` or a marker). Zero-terminal-SNR: a ``ztsnr`` key, ``v-zsnr``, or
 ``ss_zero_terminal_snr == "True"``.
@@ -79,22 +79,16 @@ def ldm_architecture(keys: list[str], shape: Callable[[str], tuple[int, ...]]) -
 
 
 def detect_prediction(architecture: str, keys: list[str], metadata: dict[str, str]) -> tuple[str, str, bool]:
-    """(prediction_type, source, zero_terminal_snr) from key markers and header metadata."""
-    ztsnr = "ztsnr" in keys or metadata.get("ss_zero_terminal_snr", "").strip().lower() == "true"
-    if "v_pred" in keys:
-        return "v", "the file's 'v_pred' marker key", ztsnr
-    for field in ("modelspec.prediction_type", "modelspec.predict_key", "prediction_type"):
-        value = metadata.get(field, "").strip().lower()
-        if value in ("v", "v_prediction", "v-prediction", "v-zsnr", "v_zsnr"):
-            return "v", f"metadata {field}={value!r}", ztsnr or "zsnr" in value
-        if value in ("epsilon", "eps"):
-            return "eps", f"metadata {field}={value!r}", ztsnr
-    arch = metadata.get("modelspec.architecture", "").strip().lower()
-    if arch.endswith("-v"):
-        return "v", f"metadata modelspec.architecture={arch!r}", ztsnr
-    version = metadata.get("ss_base_model_version", "").strip().lower()
-    if version.endswith("_v"):
-        return "v", f"metadata ss_base_model_version={version!r}", ztsnr
+    """(prediction_type, source, zero_terminal_snr): the strongest header hint, else the family default."""
+    from iga.checkpoint.architecture import hints_from
+
+    hints = hints_from(set(keys), metadata)
+    ztsnr = next((h.value == "true" for h in hints if h.kind == "zero_terminal_snr"), False)
+    preds = [h for h in hints if h.kind == "prediction_type" and h.value in ("eps", "v")]
+    if preds:
+        others = sorted({h.value for h in preds} - {preds[0].value})
+        note = f" (weaker hints say {', '.join(others)})" if others else ""
+        return preds[0].value, preds[0].source + note, ztsnr
     if architecture == "sd2":
         return "v", "family default (SD2 without a marker is assumed to be a 768-v model)", ztsnr
     return "eps", f"family default ({architecture})", ztsnr

@@ -286,13 +286,11 @@ def _known_kwargs(cls: Any, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _detect(p: Path, header: _Header) -> Detection:
-    """Family and prediction type: ``iga.checkpoint.detect_architecture`` (shared with the guard) decides,
-    this module's detector supplies the refusal reasons and the family default for the prediction type."""
+    """Family and prediction type from this module's detector (which gives the refusal reasons), checked
+    against ``iga.checkpoint.detect_architecture`` (shared with the guard) for UNet/text-encoder conflicts."""
+    from iga.checkpoint import CheckpointError, detect_architecture
+
     mine = detect(header.keys, header.shape, header.metadata)  # raises UnsupportedCheckpoint with a reason
-    try:
-        from iga.checkpoint import CheckpointError, detect_architecture
-    except ImportError:  # pragma: no cover - iga.checkpoint is part of iga
-        return mine
     try:
         info = detect_architecture(p)
     except (CheckpointError, OSError, ValueError):  # safetensors already read the header; keep our answer
@@ -301,14 +299,7 @@ def _detect(p: Path, header: _Header) -> Detection:
         raise UnsupportedCheckpoint(
             f"the UNet looks like {info.architecture} but the text encoder layout like {mine.architecture} "
             f"({'; '.join(info.conflicts) or 'conflicting evidence'}); the file is a broken merge or mislabelled")
-    pred, source, ztsnr = mine.prediction_type, mine.prediction_source, mine.zero_terminal_snr
-    if info.prediction_type in ("eps", "v"):
-        pred = info.prediction_type
-        source = "; ".join(h.source for h in info.prediction_hints if h.kind == "prediction_type")
-    if info.zero_terminal_snr is not None:
-        ztsnr = info.zero_terminal_snr
-    fam = "sd2-v" if mine.architecture == "sd2" and pred == "v" else mine.architecture
-    return Detection(mine.architecture, fam, pred, source, ztsnr)
+    return mine
 
 
 def _load_single_file(p: Path, vae_path: Path | None, device: "torch.device", dtype: "torch.dtype",
