@@ -134,10 +134,10 @@ def test_shipped_model_follows_prompts_at_its_recipe_default():
     rep = score(iga.load(), load_judge(), n_per_group=12)
     for g in GROUPS:
         acc = rep["groups"][g]["accuracy"]
-        # The full measurement (`iga demo score --n 110`) is in the README; 12 images per group keep this fast,
-        # so the bounds sit a little below what the full run measures.
-        assert min(acc["fg"], acc["bg"]) >= 0.95, (g, acc)
-        assert acc["shape"] >= 0.5, (g, acc)
+        # Issue 6's target is >= 90 % per attribute; the full measurement (`iga demo score --n 110`) is in the
+        # README. 12 images per group keep this fast: at most one shape miss per group is tolerated.
+        assert min(acc["fg"], acc["bg"]) == 1.0, (g, acc)
+        assert acc["shape"] >= 11 / 12, (g, acc)
 
 
 @pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="demo model not bundled")

@@ -1,6 +1,6 @@
 """Sweep sampler / schedule / steps / CFG on the demo model and let the judge score each setting.
 
-    python tools/demo_settings_sweep.py [--model PATH] [--judge PATH] [--n 22] [--json OUT]
+    python tools/demo_settings_sweep.py [--model PATH] [--judge PATH] [--n 22] [--json OUT] [--setting JSON ...]
 
 This is how the demo recipe's defaults, ranges and forbidden lists were chosen (a first, small calibration; the
 evaluation protocol will do it properly). Settings run in permissive mode so every deviation is allowed and
@@ -36,10 +36,18 @@ def main() -> None:
     ap.add_argument("--judge", default=None)
     ap.add_argument("--n", type=int, default=22, help="images per prompt group")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--setting", action="append", default=None, metavar="JSON",
+                    help='run only these settings, e.g. --setting \'{"steps": 15}\' (repeatable)')
     args = ap.parse_args()
+    try:
+        settings = [json.loads(s) for s in args.setting] if args.setting else SETTINGS
+    except json.JSONDecodeError as e:
+        ap.error(f"--setting must be a JSON object of request fields: {e}")
+    if not all(isinstance(s, dict) for s in settings):
+        ap.error('--setting must be a JSON object of request fields, e.g. {"cfg": 3}')
     model, judge = iga.load(args.model), load_judge(args.judge)
     rows = []
-    for fields in SETTINGS:
+    for fields in settings:
         t = time.perf_counter()
         try:
             rep = score(model, judge, n_per_group=args.n, request=fields, mode="permissive")
