@@ -55,11 +55,11 @@ def test_score_goes_through_the_guard_and_counts_every_image(tiny_path):
     from iga.demo.judge import load_judge
 
     calls = []
-    rep = score(iga.load(tiny_path), load_judge(), n_per_group=3, request={"steps": 10},
+    rep = score(iga.load(tiny_path), load_judge(), n_per_group=3, request={"steps": 15},
                 progress=lambda d, t: calls.append((d, t)))
     assert rep["schema"] == "iga.demo-score/1" and rep["mode"] == "guarded"
-    assert rep["settings"]["steps"] == 10 and rep["settings"]["sampler"] == "dpmpp_2m"
-    assert rep["settings"]["nfe"] == 10 and rep["settings"]["prediction_type"] == "v"
+    assert rep["settings"]["steps"] == 15 and rep["settings"]["sampler"] == "dpmpp_2m"
+    assert rep["settings"]["nfe"] == 15 and rep["settings"]["prediction_type"] == "v"
     for g in GROUPS:
         r = rep["groups"][g]
         assert r["n"] == 3 and np.isfinite(r["frechet"])
@@ -90,13 +90,13 @@ def test_score_command_prints_a_table_and_json(tiny_path):
     from iga.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["demo", "score", "--model", str(tiny_path), "--n", "2", "--steps", "10", "--json"])
+    res = runner.invoke(app, ["demo", "score", "--model", str(tiny_path), "--n", "2", "--steps", "15", "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
     assert [rep["groups"][g]["n"] for g in GROUPS] == [2, 2]
-    res = runner.invoke(app, ["demo", "score", "--model", str(tiny_path), "--n", "1", "--steps", "10"])
+    res = runner.invoke(app, ["demo", "score", "--model", str(tiny_path), "--n", "1", "--steps", "15"])
     assert res.exit_code == 0, res.output
-    assert "dpmpp_2m + karras, 10 steps" in res.output and "held_out" in res.output and "n/a" in res.output
+    assert "dpmpp_2m + karras, 15 steps" in res.output and "held_out" in res.output and "n/a" in res.output
     res = runner.invoke(app, ["demo", "score", "--model", str(tiny_path), "--n", "1", "--sampler", "lcm"])
     assert res.exit_code == 3 and "lcm" in res.output
 
