@@ -28,10 +28,7 @@ STEPS, CFG = 8, 7.0
 SEEDS = [0, 1]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("IGA_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+pytestmark = pytest.mark.usefixtures("offline_audit")
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,7 @@ from test_generate_support import PROMPT, cli, files_in, one_thread  # noqa: E40
 SETTINGS = ["--size", "64x64", "--steps", "4", "--seed", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("IGA_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+pytestmark = pytest.mark.usefixtures("offline_audit")
 
 
 @pytest.fixture(scope="module")

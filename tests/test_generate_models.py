@@ -22,20 +22,14 @@ PREDICTION = {"sd1": "eps", "sd2": "v", "sdxl": "eps"}
 SETTINGS = dict(seed=3, size="64x64", steps=3, cfg=6.0)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("IGA_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+pytestmark = pytest.mark.usefixtures("offline_audit")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """{arch: (folder, single_file)} for one tiny random model per family, plus a separate VAE file."""
     root = tmp_path_factory.mktemp("tiny-gen")
-    out = {}
-    for i, arch in enumerate(ARCHS):
-        tiny = testing.build_tiny(arch, seed=40 + i)
-        out[arch] = (testing.save_folder(tiny, root / arch), testing.save_single_file(tiny, root / f"{arch}.safetensors"))
+    out = {arch: (folder, single) for arch, (_, folder, single) in testing.save_family(root, ARCHS, seed=40).items()}
     out["vae"] = testing.save_vae(testing.tiny_vae(seed=7), root / "other-vae.safetensors")
     out["recipe_sd1"] = tiny_with_recipe(root, "sd1-recipe", seed=40)  # same weights as sd1, with a recipe
     yield out

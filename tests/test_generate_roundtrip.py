@@ -23,10 +23,7 @@ from test_generate_support import (  # noqa: E402
 FORMATS = ["png", "jpg", "webp"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("IGA_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+pytestmark = pytest.mark.usefixtures("offline_audit")
 
 
 @pytest.fixture(scope="module")

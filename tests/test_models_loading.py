@@ -22,12 +22,7 @@ PROMPT = "a photograph of an astronaut riding a horse"
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """{arch: (TinyModel, folder, single_file)} built once for this module."""
-    root = tmp_path_factory.mktemp("tiny")
-    out = {}
-    for i, arch in enumerate(ARCHS):
-        tiny = testing.build_tiny(arch, seed=10 + i)
-        out[arch] = (tiny, testing.save_folder(tiny, root / arch), testing.save_single_file(tiny, root / f"{arch}.safetensors"))
-    return out
+    return testing.save_family(tmp_path_factory.mktemp("tiny"), ARCHS, seed=10)
 
 
 @pytest.fixture(autouse=True)

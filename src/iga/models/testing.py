@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from iga.models.configs import MODEL_CONFIG_KEY, family
 
@@ -153,6 +153,16 @@ def save_single_file(tiny: TinyModel, path: str | Path, *, metadata: dict[str, s
         meta[MODEL_CONFIG_KEY] = json.dumps(tiny.model_config, sort_keys=True)
     sd = ldm_state_dict(tiny.architecture, tiny.unet, tiny.vae, tiny.text_encoders)
     return save_safetensors(path, sd, meta or None)
+
+
+def save_family(root: str | Path, architectures: Iterable[str], seed: int) -> dict[str, tuple[TinyModel, Path, Path]]:
+    """{arch: (tiny, folder, single file)} under ``root``; architecture i gets weights seeded ``seed + i``."""
+    root = Path(root)
+    out = {}
+    for i, arch in enumerate(architectures):
+        tiny = build_tiny(arch, seed=seed + i)
+        out[arch] = (tiny, save_folder(tiny, root / arch), save_single_file(tiny, root / f"{arch}.safetensors"))
+    return out
 
 
 def save_vae(vae: Any, path: str | Path, *, layout: str = "ldm") -> Path:
