@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from iga.demo import data  # noqa: E402
-from iga.demo.judge import feature_stats, frechet_distance  # noqa: E402
+from iga.evaluation.frechet import feature_stats, frechet_distance  # noqa: E402
 from iga.paths import DEMO_JUDGE  # noqa: E402
 
 needs_judge = pytest.mark.skipif(not DEMO_JUDGE.is_file(), reason="the trained judge is not bundled yet")

@@ -140,13 +140,7 @@ _COMMAND_MODULES = ("checkpoint", "guard", "generate", "provenance", "demo", "ev
 
 def _register_all() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"iga.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"iga.commands.{name}":
-                continue  # that command group is not part of this build
-            raise
-        mod.register(app)
+        importlib.import_module(f"iga.commands.{name}").register(app)
 
 
 _register_all()

@@ -71,14 +71,21 @@ class Model:
             self._backends[vae] = load_backend(self.path, vae=vae, device=self.device, dtype=self.dtype)
         return self._backends[vae]
 
+    def backend_for(self, plan: Plan):
+        """The backend a plan runs on (the checkpoint's own VAE or the plan's VAE file)."""
+        return self.backend(plan.vae.path if plan.vae and plan.vae.source == "file" else None)
+
     def generate(self, prompt: str = "", *, plan: Plan | None = None, mode: Mode = "guarded",
                  callback: Callable[["StepInfo"], None] | None = None, cancel: Any = None,
-                 **fields: Any) -> list[GeneratedImage]:
-        """Generate images for a prompt (or replay a given Plan); each image carries its own Plan."""
+                 encoded: tuple[dict, dict] | None = None, **fields: Any) -> list[GeneratedImage]:
+        """Generate images for a prompt (or replay a given Plan); each image carries its own Plan.
+
+        ``encoded``: the plan's prompt conditioning from ``encode`` when the caller caches it across plans.
+        """
         if plan is None:
             plan = self.plan(prompt, mode=mode, **fields)
-        backend = self.backend(plan.vae.path if plan.vae and plan.vae.source == "file" else None)
-        images, nfe = render(plan, backend, callback=callback, cancel=cancel)
+        backend = self.backend_for(plan)
+        images, nfe = render(plan, backend, callback=callback, cancel=cancel, encoded=encoded)
         runtime = runtime_info(backend)
         out = []
         for k, px in enumerate(images):
@@ -128,12 +135,27 @@ def build_denoiser(plan: Plan, backend: Any, cond: dict, uncond: dict):
                        guidance_hooks(plan.cfg_variant))
 
 
+def encode(plan: Plan, backend: Any) -> tuple[dict, dict]:
+    """The (cond, uncond) conditioning of a plan's prompt; plans that share prompt, negative prompt, clip skip and
+    size share it, so a sweep encodes each prompt once."""
+    import torch
+
+    with torch.inference_mode():
+        return backend.encode_prompt([plan.prompt], [plan.negative_prompt], clip_skip=plan.clip_skip,
+                                     width=plan.width, height=plan.height)
+
+
+def encoding_key(plan: Plan) -> tuple:
+    """What a prompt encoding depends on (see ``encode``)."""
+    return (plan.prompt, plan.negative_prompt, plan.clip_skip, plan.width, plan.height)
+
+
 def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] | None = None,
-           cancel: Any = None) -> tuple[list["np.ndarray"], int]:
+           cancel: Any = None, encoded: tuple[dict, dict] | None = None) -> tuple[list["np.ndarray"], int]:
     """Run one plan on a loaded backend; return (uint8 HxWx3 arrays, model calls per image).
 
     Image k is computed exactly as seed k alone would be (same shapes, same kernels), so each image's own
-    plan replays to identical pixels.
+    plan replays to identical pixels. ``encoded`` is the plan's conditioning when the caller already has it.
     """
     import torch
 
@@ -144,9 +166,8 @@ def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] |
     spec = SAMPLERS[plan.sampler]
     images: list[torch.Tensor] = []
     nfe = 0
+    cond, uncond = encoded if encoded is not None else encode(plan, backend)
     with torch.inference_mode():
-        cond, uncond = backend.encode_prompt([plan.prompt], [plan.negative_prompt], clip_skip=plan.clip_skip,
-                                             width=plan.width, height=plan.height)
         sigmas = torch.tensor(plan.sigmas, dtype=torch.float32)
         shape = backend.latent_shape(plan.width, plan.height)
         # One image at a time: the network's float rounding depends on the batch size (oneDNN/cuDNN pick

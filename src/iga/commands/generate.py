@@ -93,7 +93,7 @@ def generate_cmd(
         m = Model(source.path, device=device, dtype=dtype)
         m.source = source
         t_load = time.perf_counter()
-        m.backend(plan.vae.path if plan.vae and plan.vae.source == "file" else None)
+        m.backend_for(plan)
         t_sample = time.perf_counter()
         results = _run(m, plan, progress=sys.stderr.isatty() and not as_json)
     except KeyboardInterrupt:

@@ -45,7 +45,9 @@ def score(model: Any, judge: Any, *, n_per_group: int = 110, request: dict[str, 
     """Generate ``n_per_group`` images per group through the guard and judge them; returns a JSON-able report."""
     from iga.guard import Request
 
-    from .judge import feature_stats, features, frechet_distance, read
+    from iga.evaluation.frechet import feature_stats, frechet_distance
+
+    from .judge import features, read
 
     fields = dict(request or {})
     groups: dict[str, GroupScore] = {}

@@ -13,6 +13,12 @@ from iga.recipe.schema import Recipe
 _SD_SCHEDULE = {"kind": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
                 "num_train_timesteps": 1000, "zero_terminal_snr": False}
 
+# The knob space a UI exposes (A1111's sliders: steps 1-150 by 1, CFG 1-30 by 0.5; clip skip 1-12). The
+# stand-in recipe admits it, and the evaluation's baseline arm draws from it.
+UI_STEPS: tuple[int, int] = (1, 150)
+UI_CFG: tuple[float, float, float] = (1.0, 30.0, 0.5)  # min, max, slider step
+UI_CLIP_SKIP: tuple[int, int] = (1, 12)
+
 _ARCH: dict[str, dict[str, Any]] = {
     "sd1": {"prediction_type": "eps", "size": "512x512", "max": "1024x1024"},
     "sd2": {"prediction_type": "v", "size": "768x768", "max": "1536x1536"},
@@ -34,7 +40,7 @@ def architecture_default_recipe(architecture: str, prediction_type: str | None =
         "sampler": {"name": "dpmpp_2m"},
         "scheduler": {"name": "karras"},
         "cfg": {"default": 7.0, "min": 0.0, "max": 30.0},
-        "steps": {"default": 20, "min": 1, "max": 150},
+        "steps": {"default": 20, "min": UI_STEPS[0], "max": UI_STEPS[1]},
         "resolution": {"preferred": [a["size"]], "max": a["max"]},
     })
 
