@@ -10,16 +10,16 @@ import numpy as np
 
 
 def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
-    """Frechet distance between two Gaussians: |mu1-mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))."""
-    from scipy import linalg
+    """Frechet distance between two Gaussians: |mu1-mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)).
 
+    Tr sqrt(S1 S2) is the sum of the square roots of the eigenvalues of S1 S2, which are real and non-negative
+    for covariance matrices (S1 S2 is similar to S1^1/2 S2 S1^1/2): no matrix square root is needed, which
+    makes 2048-dimensional FID seconds faster and avoids sqrtm's failures on singular covariances.
+    """
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    if not np.isfinite(covmean).all():  # near-singular covariances: regularise, as is standard for FID
-        eps = np.eye(s1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
-    covmean = np.real(covmean)
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    eig = np.linalg.eigvals(s1 @ s2)
+    tr_sqrt = float(np.sqrt(np.clip(eig.real, 0.0, None)).sum())
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_sqrt)
 
 
 def feature_stats(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
