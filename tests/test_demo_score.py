@@ -1,4 +1,5 @@
-"""`iga demo score`: the prompt set, scoring through the guard, the command, and the shipped model's adherence."""
+"""`iga demo score` (a client of the evaluation runner): image counts, accuracy, refusals, JSON, the run folder;
+and the shipped model's adherence."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from iga.demo import data  # noqa: E402
-from iga.demo.score import GROUPS, prompt_set, score  # noqa: E402
 from iga.paths import DEMO_JUDGE, DEMO_MODEL  # noqa: E402
 
 DEMO_RECIPE = Path(__file__).resolve().parents[1] / "examples" / "recipes" / "demo.json"
+GROUPS = ("train", "held_out")
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -25,7 +26,6 @@ def tiny_path(tmp_path_factory):
     from iga.checkpoint import embed_recipe
     from iga.demo.trainer import TrainConfig, Trainer
 
-    torch.set_num_threads(2)
     d = tmp_path_factory.mktemp("score")
     tr = Trainer(d / "ckpt", TrainConfig(seed=0, batch=2, max_steps=1, warmup=1, checkpoint_every_s=1e9))
     tr.train_step()
@@ -34,71 +34,98 @@ def tiny_path(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("group", GROUPS)
-def test_prompt_set_is_fixed_in_its_group_and_uses_distinct_seeds(group):
-    pairs = prompt_set(group, 30)
-    assert pairs == prompt_set(group, 30) and len(pairs) == 30
-    held = {t.prompt for t in data.held_out_triples()}
-    assert all((p in held) == (group == "held_out") for p, _ in pairs)
-    assert len(set(pairs)) == 30
-    assert len({p for p, _ in pairs}) == min(30, len(data.held_out_triples() if group == "held_out"
-                                                   else data.train_triples()))
-
-
-def test_prompt_sets_of_the_two_groups_never_share_a_seed():
-    train, held = prompt_set("train", 200), prompt_set("held_out", 200)
-    assert not {s for _, s in train} & {s for _, s in held}
-
-
-def test_score_goes_through_the_guard_and_counts_every_image(tiny_path):
-    import iga
-    from iga.demo.judge import load_judge
-
-    calls = []
-    rep = score(iga.load(tiny_path), load_judge(), n_per_group=3, request={"steps": 15},
-                progress=lambda d, t: calls.append((d, t)))
-    assert rep["schema"] == "iga.demo-score/1" and rep["mode"] == "guarded"
-    assert rep["settings"]["steps"] == 15 and rep["settings"]["sampler"] == "dpmpp_2m"
-    assert rep["settings"]["nfe"] == 15 and rep["settings"]["prediction_type"] == "v"
-    for g in GROUPS:
-        r = rep["groups"][g]
-        assert r["n"] == 3 and np.isfinite(r["frechet"])
-        acc = r["accuracy"]
-        assert set(acc) == {"shape", "fg", "bg", "all"}
-        assert all(0.0 <= v <= 1.0 for v in acc.values())
-        assert acc["all"] <= min(acc["shape"], acc["fg"], acc["bg"])
-    assert calls[-1] == (6, 6) and [d for d, _ in calls] == sorted(d for d, _ in calls)
-
-
-def test_score_refuses_what_the_guard_refuses_and_records_permissive_overrides(tiny_path):
-    import iga
-    from iga.demo.judge import load_judge
-    from iga.guard import GuardRefused
-
-    model, judge = iga.load(tiny_path), load_judge()
-    with pytest.raises(GuardRefused):
-        score(model, judge, n_per_group=1, request={"sampler": "lcm"})
-    rep = score(model, judge, n_per_group=1, request={"sampler": "euler", "steps": 3}, mode="permissive")
-    assert rep["settings"]["sampler"] == "euler" and rep["settings"]["steps"] == 3
-    assert rep["groups"]["train"]["n"] == 1 and rep["groups"]["train"]["frechet"] is None  # undefined for 1
-    assert {"sampler", "steps"} <= set(rep["settings"]["overrides"])
-
-
-def test_score_command_prints_a_table_and_json(tiny_path):
+def _score(*args: str):
     from typer.testing import CliRunner
 
     from iga.cli import app
 
-    runner = CliRunner()
-    res = runner.invoke(app, ["demo", "score", "--model", str(tiny_path), "--n", "2", "--steps", "15", "--json"])
+    return CliRunner().invoke(app, ["demo", "score", *args])
+
+
+def _point_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["role"] == "point"]
+
+
+@pytest.mark.parametrize(("n", "train", "held_out"), [(4, (4, 1), (4, 1)), (13, (13, 1), (7, 2)),
+                                                      (110, (55, 2), (11, 10))])
+def test_each_group_asks_for_the_fewest_seeds_and_enough_prompts(n, train, held_out):
+    # 99 training and 11 held-out prompts: K prompts x S seeds >= n, S as small as possible
+    from iga.commands.demo import _group_spec
+
+    for group, (k, seeds) in (("train", train), ("held_out", held_out)):
+        spec = _group_spec(group, n, None, {}, [], "guarded")
+        assert (spec.prompts, spec.seeds, spec.vary, spec.repeat) == (f"demo:{group}:{k}", seeds, {}, False)
+
+
+def test_score_json_counts_every_image_of_each_group_and_keeps_the_run(tiny_path, offline_audit, tmp_path):
+    out = tmp_path / "run"
+    res = _score("--model", str(tiny_path), "--n", "4", "--steps", "15", "--json", "--out", str(out))
     assert res.exit_code == 0, res.output
-    rep = json.loads(res.output)
-    assert [rep["groups"][g]["n"] for g in GROUPS] == [2, 2]
-    res = runner.invoke(app, ["demo", "score", "--model", str(tiny_path), "--n", "1", "--steps", "15"])
+    rep = json.loads(res.stdout)
+    assert rep["schema"] == "iga.demo-score/1" and rep["mode"] == "guarded" and set(rep["groups"]) == set(GROUPS)
+    assert rep["settings"] == {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 15, "cfg": 3.0, "nfe": 15,
+                               "prediction_type": "v", "overrides": []}
+    held = {t.prompt for t in data.held_out_triples()}
+    for g in GROUPS:
+        r = rep["groups"][g]
+        assert set(r) == {"n", "accuracy", "frechet"} and r["n"] == 4 and np.isfinite(r["frechet"])
+        acc = r["accuracy"]
+        assert set(acc) == {"shape", "fg", "bg", "all"} and all(0.0 <= v <= 1.0 for v in acc.values())
+        assert acc["all"] <= min(acc["shape"], acc["fg"], acc["bg"])
+        points = _point_rows(out / g)
+        assert len(points) == 4 and all((out / g / p["image"]).is_file() for p in points)
+        assert len({p["prompt"] for p in points}) == 4 and all((p["prompt"] in held) == (g == "held_out")
+                                                              for p in points)
+        assert acc["fg"] == np.mean([p["adherence_fg"] for p in points])
+    journal = (out / "train" / "rows.jsonl").read_text()
+    again = _score("--model", str(tiny_path), "--n", "4", "--steps", "15", "--json", "--out", str(out))
+    assert again.exit_code == 0 and json.loads(again.stdout) == rep
+    assert (out / "train" / "rows.jsonl").read_text() == journal  # resumed: nothing rendered twice
+    other = _score("--model", str(tiny_path), "--n", "4", "--steps", "16", "--out", str(out))
+    assert other.exit_code == 2 and "another experiment" in other.output
+
+
+def test_score_table_of_one_image_per_group_leaves_no_temporary_folder(tiny_path, offline_audit, tmp_path,
+                                                                      monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    res = _score("--model", str(tiny_path), "--n", "1", "--steps", "15")
     assert res.exit_code == 0, res.output
-    assert "dpmpp_2m + karras, 15 steps" in res.output and "held_out" in res.output and "n/a" in res.output
-    res = runner.invoke(app, ["demo", "score", "--model", str(tiny_path), "--n", "1", "--sampler", "lcm"])
-    assert res.exit_code == 3 and "lcm" in res.output
+    assert "dpmpp_2m + karras, 15 steps, cfg 3, 15 model calls per image (guarded mode)" in res.stdout
+    lines = {line.split()[0]: line.split() for line in res.stdout.splitlines()[2:]}
+    assert set(lines) == set(GROUPS) and all(lines[g][1] == "1" and lines[g][-1] == "n/a" for g in GROUPS)
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("extra", [["--override", "sampler"], []])
+def test_forbidden_sampler_exits_3_with_the_guards_reason_before_rendering(tiny_path, offline_audit, tmp_path,
+                                                                          extra):
+    out = tmp_path / "run"
+    res = _score("--model", str(tiny_path), "--n", "4", "--sampler", "lcm", *extra, "--out", str(out))
+    assert res.exit_code == 3, res.output
+    assert "refused by the guard" in res.output and "lcm" in res.output and res.stdout == ""
+    assert not list(out.rglob("*.png"))
+
+
+def test_permissive_mode_records_every_deviation_in_settings_and_the_audit_log(tiny_path, offline_audit, tmp_path):
+    res = _score("--model", str(tiny_path), "--n", "1", "--sampler", "euler", "--steps", "3", "--mode",
+                 "permissive", "--json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["mode"] == "permissive" and rep["settings"]["sampler"] == "euler" and rep["settings"]["steps"] == 3
+    assert {"sampler", "steps"} <= set(rep["settings"]["overrides"])
+    assert rep["groups"]["train"]["n"] == 1 and rep["groups"]["train"]["frechet"] is None  # undefined for 1
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert {"sampler", "steps"} <= {r["field"] for r in audit}
+
+
+def test_bad_input_exits_2(tiny_path, offline_audit):
+    res = _score("--model", str(tiny_path), "--n", "1", "--sampler", "no-such-sampler", "--override", "sampler")
+    assert res.exit_code == 2 and "no-such-sampler" in res.output
+    assert _score("--model", str(tiny_path), "--n", "0").exit_code == 2
 
 
 def test_sigma_space_v_denoiser_matches_the_discrete_training_formula(tiny_path):
@@ -127,13 +154,11 @@ def test_sigma_space_v_denoiser_matches_the_discrete_training_formula(tiny_path)
 
 
 @pytest.mark.skipif(not (DEMO_MODEL.is_file() and DEMO_JUDGE.is_file()), reason="demo model/judge not bundled")
-def test_shipped_model_follows_prompts_at_its_recipe_default():
-    import iga
-    from iga.demo.judge import load_judge
-
-    rep = score(iga.load(), load_judge(), n_per_group=12)
+def test_shipped_model_follows_prompts_at_its_recipe_default(offline_audit):
+    res = _score("--n", "12", "--json")
+    assert res.exit_code == 0, res.output
     for g in GROUPS:
-        acc = rep["groups"][g]["accuracy"]
+        acc = json.loads(res.stdout)["groups"][g]["accuracy"]
         # Issue 6's target is >= 90 % per attribute; the full measurement (`iga demo score --n 110`) is in the
         # README. 12 images per group keep this fast: at most one shape miss per group is tolerated.
         assert min(acc["fg"], acc["bg"]) == 1.0, (g, acc)

@@ -93,7 +93,8 @@ def judge_cmd(
 
 @demo_app.command("score")
 def score_cmd(
-    n: Annotated[int, typer.Option("--n", help="images per prompt group (training and held-out prompts)")] = 110,
+    n: Annotated[int, typer.Option("--n", min=1, help="images per prompt group (training and held-out prompts); "
+                                   "rounded up to prompts x seeds")] = 110,
     model: Annotated[Optional[Path], typer.Option(help="model (default: the bundled demo model)")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="sampler (needs --override sampler)")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="schedule (needs --override schedule)")] = None,
@@ -102,30 +103,120 @@ def score_cmd(
     preset: Annotated[Optional[str], typer.Option(help="a preset of the recipe")] = None,
     override: Annotated[Optional[list[str]], typer.Option("--override", help="fields to override")] = None,
     mode: Annotated[str, typer.Option(help="strict, guarded or permissive")] = "guarded",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="keep the run folders here (OUT/train, "
+                                                "OUT/held_out; rerunning resumes); default: a temporary folder, "
+                                                "removed afterwards")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Generate N images per prompt group through the guard and print the judge's accuracy per attribute.
+    """Generate about N images per prompt group through the guard and print the judge's accuracy per attribute.
 
-    Groups: prompts seen in training and held-out prompts never seen. Seeds are fixed, so two runs agree.
-    Also prints the Frechet distance between judge features of generated and real images (lower is better).
+    Groups: prompts seen in training and held-out prompts never seen. Each group is one `iga eval` experiment
+    of the base setting: S = ceil(N / prompts in the group) seeds (1000, 1001, ...) times K = ceil(N / S)
+    prompts spread evenly over the group (demo:GROUP:K), so K x S >= N images, exactly N when S divides N
+    (N = 110: 55 x 2 training, 11 x 10 held-out). Seeds are fixed, so two runs agree. Also prints the Frechet
+    distance between judge features of generated and real images (lower is better).
+
+    Exit codes: 0 done, 2 bad input, 3 refused by the guard.
     """
-    from iga.demo.judge import load_judge
-    from iga.demo.score import score
-    from iga.generate import load
-    from iga.guard import GuardRefused
+    import contextlib
+    import tempfile
 
-    fields = {k: v for k, v in {"sampler": sampler, "schedule": schedule, "steps": steps, "cfg": cfg,
-                                "preset": preset, "overrides": list(override or [])}.items() if v}
+    from iga.evaluation import SpecError
+    from iga.recipe.names import UnknownNameError
+
+    base = {k: v for k, v in {"sampler": sampler, "schedule": schedule, "steps": steps, "cfg": cfg,
+                              "preset": preset}.items() if v is not None}
+    keep = contextlib.nullcontext(str(out)) if out else tempfile.TemporaryDirectory(prefix="iga-demo-score-")
+    try:
+        with keep as root:
+            specs = {g: _group_spec(g, n, model, base, list(override or []), mode) for g in ("train", "held_out")}
+            report = _score_groups(specs, Path(root), quiet=as_json)
+    except _Refused as e:
+        typer.echo(f"refused by the guard: {e}", err=True)
+        raise typer.Exit(3) from None
+    except (SpecError, UnknownNameError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _print_score(report, as_json)
+
+
+class _Refused(Exception):
+    """The guard refused the setting; the message is its reason."""
+
+
+def _group_spec(group: str, n: int, model: Optional[Path], base: dict, overrides: list[str], mode: str):
+    """One prompt group's experiment: the base setting (no axis) over K prompts x S seeds, K x S >= n."""
+    from iga.evaluation import parse_spec
+    from iga.evaluation.spec import demo_prompts
+
+    seeds = -(-n // len(demo_prompts(group, None)))  # fewest seeds, so as many distinct prompts as possible
+    k = -(-n // seeds)
+    # No repeat and no reference: bit-identity and distance to a reference are not what this command measures.
+    return parse_spec({"name": f"demo-score-{group}", "model": str(model) if model else None,
+                       "prompts": f"demo:{group}:{k}", "seeds": seeds, "base": base, "mode": mode,
+                       "overrides": overrides, "repeat": False, "reference": False}, where="demo score")
+
+
+def _refusal(spec) -> str:
+    """The guard's reason for refusing the spec's setting ("" if allowed), found before anything is rendered."""
+    from iga.evaluation.experiment import effective_recipe, open_model, sweep_points
+    from iga.evaluation.runner import resolve_point
+    from iga.evaluation.spec import spec_prompts, spec_seeds
+
+    source = open_model(spec)
+    prompts = spec_prompts(spec, source.identity.architecture == "demo")
+    # the guard judges the setting, not which demo prompt or seed it is for, so the first (prompt, seed)
+    # decides; _group_score still checks every row the runner writes
+    points = sweep_points(spec, effective_recipe(source), prompts[:1], spec_seeds(spec)[:1])
+    return resolve_point(next(p for p in points if p.role == "point"), source).refused
+
+
+def _score_groups(specs: dict, root: Path, quiet: bool) -> dict:
+    """Run each group's experiment into root/GROUP and collect the iga.demo-score/1 report."""
     from rich.progress import Progress
 
-    try:
-        with Progress(disable=not sys.stderr.isatty() or as_json, transient=True) as bar:
-            task = bar.add_task("scoring", total=2 * n)
-            report = score(load(model), load_judge(), n_per_group=n, request=fields, mode=mode,
-                           progress=lambda d, t: bar.update(task, completed=d))
-    except GuardRefused as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(3) from None
+    from iga.evaluation import run_experiment
+
+    for spec in specs.values():  # refuse before rendering anything, as the guard does for `iga generate`
+        reason = _refusal(spec)
+        if reason:
+            raise _Refused(reason)
+    groups, settings = {}, {}
+    with Progress(disable=quiet or not sys.stderr.isatty(), transient=True) as bar:
+        for group, spec in specs.items():
+            task = bar.add_task(f"scoring {group}", total=None)
+            result = run_experiment(spec, root / group, report=False,
+                                    progress=lambda d, t, task=task: bar.update(task, completed=d, total=t))
+            groups[group], group_settings = _group_score(group, result)
+            settings = settings or group_settings
+    return {"schema": "iga.demo-score/1", "settings": settings, "mode": specs["train"].mode, "groups": groups}
+
+
+def _group_score(group: str, result) -> tuple[dict, dict]:
+    """A group's {n, accuracy, frechet} and the settings its points ran with, from the runner's rows."""
+    import math
+
+    points = [r for r in result.rows if r["role"] == "point"]
+    refused = next((r["refused"] for r in points if r["refused"]), "")
+    if refused:  # the pre-check passed but the runner refused a point: still the guard's word
+        raise _Refused(refused)
+    failed = [r for r in points if not r["image"]]
+    if failed:
+        typer.echo(f"warning: {len(failed)} of {len(points)} {group} images failed ({failed[0]['failure']}: "
+                   f"{failed[0]['error'][:120]}); they count as misses", err=True)
+    accuracy = {}
+    for k in ("shape", "fg", "bg", "all"):
+        hits = [r[f"adherence_{k}"] for r in points]
+        accuracy[k] = sum(v for v in hits if v is not None and math.isfinite(v)) / len(points) if points else 0.0
+    # no axis: the run's single per-value entry is the base setting; its Frechet distance needs >= 2 images
+    frechet = next(iter(result.summary["per_value"].values()), {}).get("judge_frechet")
+    first = next((r for r in points if r["plan_sha256"]), {})
+    settings = {k: first.get(k) for k in ("sampler", "schedule", "steps", "cfg", "nfe", "prediction_type")}
+    settings["overrides"] = [o for o in first.get("overrides", "").split(";") if o]
+    return {"n": len(points), "accuracy": accuracy, "frechet": frechet}, settings
+
+
+def _print_score(report: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -99,7 +99,8 @@ def sweep_points(spec: ExperimentSpec, recipe: Recipe, prompts: list[str], seeds
     reason = f"iga eval {spec.name}: varies {axis}"
     points = []
     for prompt, seed in itertools.product(prompts, seeds):
-        points.append(reference_point(spec, recipe, prompt, seed))
+        if spec.reference:
+            points.append(reference_point(spec, recipe, prompt, seed))
         for extra, value, grid_value, order in combos:
             points.append(Point("point", prompt, seed, base_request(spec, extra, reason), spec.mode, axis=axis,
                                 value=value, value_order=order, grid_value=grid_value))

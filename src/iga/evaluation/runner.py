@@ -213,10 +213,11 @@ def _run_processes(groups: list[Group], config: WorkerConfig, n: int) -> Iterato
 
 
 def threads_per_worker(workers: int) -> int:
-    """Torch threads per worker so that workers x threads fills the CPU without oversubscribing it."""
-    import os
+    """Torch threads per worker: this process's torch thread count (which honours OMP_NUM_THREADS) shared out,
+    so workers x threads fills what the user allowed without oversubscribing the CPU."""
+    import torch
 
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    return max(1, torch.get_num_threads() // max(1, workers))
 
 
 def run_points(points: Iterable[Point], source: ModelSource, config: WorkerConfig, run_dir: Path, *,

@@ -47,6 +47,8 @@ class ExperimentSpec(BaseModel):
     overrides: list[str] = Field(default_factory=list, description="base fields that deviate from the recipe")
     vary: dict[str, Any] = Field(default_factory=dict)
     grid: bool = Field(False, description="allow two axes at once (an X/Y grid for people, not the protocol)")
+    reference: bool = Field(True, description="render a reference per (prompt, seed) for SSIM, PSNR and the "
+                            "colour shifts (off: per-image metrics only, half the work when scoring one setting)")
     reference_factor: int = Field(4, ge=1, le=16, description="reference: the recipe's sampler and schedule at "
                                   "this many times the canonical steps")
     repeat: bool = Field(True, description="re-run each (prompt, seed)'s first point to measure bit-identity")
