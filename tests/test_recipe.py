@@ -208,7 +208,7 @@ def test_migration_from_flat_proposal_layout():
     }
     assert (0, 1) in MIGRATIONS
     migrated, version, notes = migrate(flat)
-    assert str(version) == "0.1.0" and migrated["iga_version"] == "1.0.0"
+    assert str(version) == "0.1.0" and migrated["iga_version"] == "1.1.0"  # 0.1 -> 1.0 -> 1.1
     assert migrated["steps"] == {"default": 20, "min": 16, "max": 32}
     assert migrated["cfg"] == {"default": 7.0, "min": 5.0, "max": 9.0}
     recipe, issues = parse_recipe_dict(flat)
@@ -260,3 +260,27 @@ def test_prediction_type_aliases():
         d = copy.deepcopy(base())
         d["prediction_type"] = alias
         assert parse_recipe_dict(d)[0].prediction_type == canon
+
+
+def test_a_1_0_recipe_migrates_to_1_1_with_its_content_unchanged():
+    from iga.recipe.versions import migrate
+
+    data = {"iga_version": "1.0.0", "prediction_type": "eps", "sampler": {"name": "euler"},
+            "scheduler": {"name": "karras"}, "cfg": {"default": 7, "min": 5, "max": 9},
+            "steps": {"default": 20, "min": 15, "max": 30}}
+    migrated, version, _ = migrate(data)
+    assert str(version) == "1.0.0" and migrated == {**data, "iga_version": "1.1.0"}
+
+
+def test_a_calibration_block_round_trips_and_an_older_minor_recipe_has_none():
+    from iga.recipe import parse_recipe_dict
+
+    base = {"iga_version": "1.1.0", "prediction_type": "v", "sampler": {"name": "euler"},
+            "scheduler": {"name": "karras"}, "cfg": {"default": 3, "min": 2, "max": 4},
+            "steps": {"default": 20, "min": 15, "max": 30}}
+    cal = {"date": "2026-11-29T00:00:00Z", "iga_version": "0.1.0", "budget": {"prompts": 8},
+           "thresholds": {"forbid_failure_rate": 0.25}, "evidence": {"lcm": "burnt 40 %"}}
+    recipe, _ = parse_recipe_dict({**base, "calibration": cal})
+    assert recipe.to_dict()["calibration"]["evidence"] == {"lcm": "burnt 40 %"}
+    older, _ = parse_recipe_dict({**base, "iga_version": "1.0.0"})
+    assert older.calibration is None

@@ -127,6 +127,27 @@ def embed_recipe(
     return update_metadata(path, values, out=out)
 
 
+def embed_recipe_with_hashes(
+    path: str | os.PathLike[str], recipe: Mapping[str, Any], out: str | os.PathLike[str] | None = None
+) -> tuple[EmbedResult, dict[str, str], list[str]]:
+    """Embed ``recipe`` with fresh hashes: weights_sha256 of this file's tensor data and metadata_sha256 of the
+    recipe without ``hashes``; returns (result, hashes, warnings). The one way iga embeds a recipe it vouches for."""
+    from iga.checkpoint.hashing import weights_sha256
+    from iga.recipe.canonical import recipe_metadata_sha256
+
+    warnings: list[str] = []
+    weights = weights_sha256(path)
+    hashes = dict(recipe.get("hashes") or {})
+    old = hashes.get("weights_sha256")
+    if old and old != weights:
+        warnings.append(f"the recipe's hashes.weights_sha256 ({old[:12]}...) is not this file's ({weights[:12]}...); "
+                        "replaced it")
+    body = {k: v for k, v in recipe.items() if k != "hashes"}
+    hashes["weights_sha256"] = weights
+    hashes["metadata_sha256"] = recipe_metadata_sha256(body)
+    return embed_recipe(path, {**body, "hashes": hashes}, out=out), hashes, warnings
+
+
 def remove_recipe(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> EmbedResult:
     """Remove ``__metadata__["iga.recipe"]`` (mirrored ``modelspec.*`` keys stay); in place."""
     return update_metadata(path, remove=(RECIPE_KEY,), out=out)

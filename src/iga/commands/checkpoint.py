@@ -213,23 +213,11 @@ def embed_command(
 
 
 def _embed(path: Path, recipe_file: Path, out: Path | None) -> dict[str, Any]:
-    from iga.checkpoint import embed_recipe, read_header, weights_sha256
-    from iga.recipe.canonical import recipe_metadata_sha256
+    from iga.checkpoint import embed_recipe_with_hashes, read_header
 
     read_header(path)  # fail fast on a bad checkpoint before validating the recipe
     recipe, warnings = _load_recipe(recipe_file)
-    weights = weights_sha256(path)
-    hashes = dict(recipe.get("hashes") or {})
-    old = hashes.get("weights_sha256")
-    if old and old != weights:
-        warnings.append(
-            f"the recipe's hashes.weights_sha256 ({old[:12]}...) is not this file's ({weights[:12]}...); replaced it"
-        )
-    body = {k: v for k, v in recipe.items() if k != "hashes"}
-    hashes["weights_sha256"] = weights
-    hashes["metadata_sha256"] = recipe_metadata_sha256(body)
-    final = {**body, "hashes": hashes}
-    result = embed_recipe(path, final, out=out)
+    result, hashes, more = embed_recipe_with_hashes(path, recipe, out=out)
     return {
         "schema": EMBED_SCHEMA,
         "path": result.path,
@@ -237,18 +225,16 @@ def _embed(path: Path, recipe_file: Path, out: Path | None) -> dict[str, Any]:
         "bytes_written": result.bytes_written,
         "header_length": result.new_header_len,
         "slack": result.slack,
-        "weights_sha256": weights,
+        "weights_sha256": hashes["weights_sha256"],
         "metadata_sha256": hashes["metadata_sha256"],
-        "warnings": warnings,
+        "warnings": warnings + more,
     }
 
 
 def _load_recipe(recipe_file: Path) -> tuple[dict[str, Any], list[str]]:
-    """Validated recipe as a plain dict plus warnings; falls back to a plain JSON/YAML load without iga.recipe."""
-    try:
-        from iga.recipe import load_recipe_file
-    except ImportError:
-        return _load_plain(recipe_file), []
+    """The validated recipe as a plain dict, plus its warnings."""
+    from iga.recipe import load_recipe_file
+
     try:
         model, issues = load_recipe_file(recipe_file)
     except Exception as e:
@@ -257,28 +243,6 @@ def _load_recipe(recipe_file: Path) -> tuple[dict[str, Any], list[str]]:
             raise _UsageError(f"{recipe_file} is not a valid iga recipe: " + "; ".join(str(i) for i in found)) from None
         raise _UsageError(f"{recipe_file}: {_one_line(e)}") from None
     return model.to_dict(), [str(i) for i in issues if getattr(i, "severity", "warning") == "warning"]
-
-
-def _load_plain(recipe_file: Path) -> dict[str, Any]:
-    from iga.checkpoint.embed import MAX_RECIPE_BYTES, parse_recipe_json
-
-    try:
-        raw = recipe_file.read_bytes()
-    except OSError as e:
-        raise _UsageError(f"{recipe_file}: cannot read the recipe file ({e.strerror})") from None
-    if len(raw) > MAX_RECIPE_BYTES:
-        raise _UsageError(f"{recipe_file}: a recipe may be at most {MAX_RECIPE_BYTES:,} bytes")
-    if recipe_file.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise _UsageError(f"{recipe_file}: not valid YAML ({_one_line(e)})") from None
-        if not isinstance(data, dict):
-            raise _UsageError(f"{recipe_file}: a recipe must be a mapping")
-        return data
-    return parse_recipe_json(raw, path=str(recipe_file), where="recipe file")
 
 
 # --- verify --------------------------------------------------------------------------------------------------------

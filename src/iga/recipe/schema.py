@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-RECIPE_VERSION = "1.0.0"
+RECIPE_VERSION = "1.1.0"  # 1.1 adds the optional `calibration` block
 
 PREDICTION_ALIASES = {
     "eps": "eps", "epsilon": "eps", "noise": "eps",
@@ -118,6 +118,17 @@ class Hashes(_Model):
     metadata_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
+class Calibration(_Model):
+    """Where a recipe came from: the `iga calibrate` sweep that derived it (added in schema 1.1)."""
+
+    date: str = Field(description="UTC, ISO 8601")
+    iga_version: str = Field(description="the iga that ran the calibration")
+    budget: dict[str, Any] = Field(default_factory=dict, description="prompts, seeds, settings tried per stage")
+    thresholds: dict[str, Any] = Field(default_factory=dict, description="the documented rules that decided")
+    figures: dict[str, Any] = Field(default_factory=dict, description="the measured figures of the chosen settings")
+    evidence: dict[str, str] = Field(default_factory=dict, description="why each forbidden sampler or schedule is")
+
+
 class Recipe(_Model):
     """Recipe v1: the native sampling recipe of one checkpoint."""
 
@@ -137,6 +148,7 @@ class Recipe(_Model):
     presets: list[Preset] = Field(default_factory=list)
     default_preset: str | None = Field(None, description="preset used when a request names none")
     hashes: Hashes | None = None
+    calibration: Calibration | None = None
 
     @field_validator("prediction_type", mode="before")
     @classmethod

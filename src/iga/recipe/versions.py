@@ -96,8 +96,13 @@ def _from_0_1(d: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return out, notes
 
 
+def _from_1_0(d: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """1.0 -> 1.1: 1.1 only adds the optional `calibration` block, so the content is unchanged."""
+    return {**d, "iga_version": "1.1.0"}, []
+
+
 # from (major, minor) -> migration producing the next version
-MIGRATIONS: dict[tuple[int, int], Migration] = {(0, 1): _from_0_1}
+MIGRATIONS: dict[tuple[int, int], Migration] = {(0, 1): _from_0_1, (1, 0): _from_1_0}
 
 
 def migrate(data: dict[str, Any]) -> tuple[dict[str, Any], Version, list[str]]:
@@ -109,7 +114,7 @@ def migrate(data: dict[str, Any]) -> tuple[dict[str, Any], Version, list[str]]:
             "upgrade iga (pip install -U iga-diffusion) to use it"
         )
     d, notes, v = copy.deepcopy(data), [], original
-    while v.major < CURRENT.major:
+    while (v.major, v.minor) < (CURRENT.major, CURRENT.minor):
         step = MIGRATIONS.get((v.major, v.minor))
         if step is None:
             raise RecipeVersionError(f"no migration from recipe schema {v} to {CURRENT}; re-author it as {CURRENT}")
