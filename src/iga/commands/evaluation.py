@@ -174,6 +174,100 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def calibrate_cmd(
+    model: Annotated[Optional[Path], typer.Argument(help="checkpoint (default: the bundled demo model)")] = None,
+    facts: Annotated[Optional[Path], typer.Option(help="take the model's facts (prediction type, training "
+                                                  "schedule, sizes, VAE) from this recipe file instead")] = None,
+    prompts: PromptsOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="a tiny budget (a smoke test, not a recipe)")] = False,
+    out: OutOpt = None,
+    write: Annotated[bool, typer.Option("--write", help="embed the proposed recipe in the model (in place, "
+                                        "journaled, with fresh hashes)")] = False,
+    sidecar: Annotated[bool, typer.Option("--sidecar", help="write it as the model's sidecar recipe instead")] = False,
+    save: Annotated[Optional[Path], typer.Option("--save", help="write the proposed recipe to this JSON file")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Derive a recipe from evidence: a budgeted sweep turned into a compatibility set by documented thresholds.
+
+    Stages: a CFG scan (dpmpp_2m + karras, 20 steps), every sampler, every schedule with the best sampler, step
+    counts, then CFG around the best. Only the model's facts are kept from its current recipe; every choice is
+    measured again. A sampler or schedule failing more than 25 % of the time is forbidden (with its evidence);
+    allowed ones fail at most 5 % and stay close to the best (adherence, Frechet distance on the demo; SSIM to
+    the reference otherwise). Prints the proposed recipe's difference from the current one. The run folder
+    (default runs/calibrate-MODEL) keeps every image and row; rerunning resumes.
+
+    Exit codes: 0 done, 2 bad input, 130 interrupted (rerun to resume).
+    """
+    from iga.evaluation.axes import SpecError
+    from iga.recipe import RecipeError
+
+    if write and sidecar:
+        raise _fail("choose one of --write and --sidecar")
+    try:
+        result, source = _run_calibration(model, facts, prompts, quick, out, as_json)
+    except (SpecError, RecipeError, RuntimeError) as e:
+        raise _fail(str(e)) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished images are kept; rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    _deliver(result, source, write, sidecar, save, as_json)
+
+
+def _run_calibration(model, facts, prompts, quick: bool, out, quiet: bool):
+    from iga.evaluation.calibrate import QUICK, Budget, calibrate
+    from iga.evaluation.experiment import effective_recipe, open_model, worker_config
+    from iga.evaluation.spec import parse_spec, spec_prompts
+
+    budget = QUICK if quick else Budget()
+    spec = parse_spec({"model": str(model) if model else None,
+                       "prompts": prompts or f"demo:all:{budget.prompts}"}, where="calibrate")
+    source = open_model(spec)
+    if facts:
+        from iga.recipe import load_recipe_file
+
+        facts_recipe, _ = load_recipe_file(facts)
+    else:
+        facts_recipe = effective_recipe(source)
+    texts = spec_prompts(spec, source.identity.architecture == "demo")
+    run_dir = out or Path("runs") / f"calibrate-{source.identity.name}{'-quick' if quick else ''}"
+    result = _with_progress(lambda p: calibrate(source, facts_recipe, worker_config(spec, source), run_dir, texts,
+                                                budget, progress=p), quiet)
+    return result, source
+
+
+def _deliver(result, source, write: bool, sidecar: bool, save, as_json: bool) -> None:
+    from iga.evaluation.calibrate import recipe_diff
+
+    data = result.recipe.to_dict()
+    if save:
+        from iga.evaluation.table import atomic_write
+
+        atomic_write(Path(save), (json.dumps(data, indent=2) + "\n").encode())
+    where = None
+    if write:
+        from iga.checkpoint import embed_recipe_with_hashes
+
+        embed_recipe_with_hashes(source.path, data)
+        where = f"embedded in {source.path}"
+    elif sidecar:
+        from iga.checkpoint import write_sidecar
+
+        where = f"written to {write_sidecar(source.path, data)}"
+    diff = recipe_diff(source.recipe, result.recipe)
+    if as_json:
+        typer.echo(json.dumps({"schema": "iga.calibrate/1", "recipe": data, "diff": diff, "written": where,
+                               "run_dir": str(result.run_dir)}, indent=2))
+        return
+    typer.echo(f"proposed recipe for {source.identity.name} (current -> proposed):")
+    for line in diff:
+        typer.echo(f"  {line}")
+    for name, why in data["calibration"]["evidence"].items():
+        typer.echo(f"  forbidden {name}: {why}")
+    typer.echo(where or "not written (use --write, --sidecar or --save)")
+    typer.echo(f"evidence: {result.run_dir}/results.parquet")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `iga eval` to the CLI."""
+    """Add `iga eval` and `iga calibrate` to the CLI."""
     app.command("eval")(eval_cmd)
+    app.command("calibrate")(calibrate_cmd)

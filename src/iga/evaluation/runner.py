@@ -68,7 +68,7 @@ def plan_sha256(plan: Plan) -> str:
 
 
 def _key(p: Point, what: str) -> str:
-    text = f"{p.role}|{p.arm}|{p.draw}|{p.grid_value}|{what}"
+    text = f"{p.role}|{p.arm}|{p.draw}|{p.axis}|{p.value}|{p.grid_value}|{what}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
