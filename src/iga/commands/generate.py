@@ -82,7 +82,10 @@ def generate_cmd(
     """
     if fmt not in ("png", "jpg", "jpeg", "webp"):
         raise _fail(f"--format {fmt!r}: choose png, jpg or webp")
-    request = build_request(**locals())
+    request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
+                            seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
+                            prediction_type=prediction_type, negative=negative, batch=batch, override=override,
+                            reason=reason)
     t0 = time.perf_counter()
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="generate")
     if not as_json:

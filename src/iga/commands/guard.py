@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -36,16 +36,18 @@ PredOpt = Annotated[Optional[str], typer.Option("--prediction-type", hidden=True
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def build_request(**kw: Any):
+def build_request(*, prompt: str = "", preset: str | None = None, sampler: str | None = None,
+                  schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
+                  seed: int | None = None, size: str | None = None, vae: str | None = None,
+                  clip_skip: int | None = None, eta: float | None = None, prediction_type: str | None = None,
+                  negative: str = "", batch: int = 1, override: list[str] | None = None, reason: str | None = None):
     """Turn CLI flag values into a guard Request."""
     from iga.guard import Request
 
     return Request(
-        preset=kw.get("preset"), sampler=kw.get("sampler"), schedule=kw.get("schedule"), steps=kw.get("steps"),
-        cfg=kw.get("cfg"), seed=kw.get("seed"), size=kw.get("size"), vae=kw.get("vae"),
-        clip_skip=kw.get("clip_skip"), eta=kw.get("eta"), prediction_type=kw.get("prediction_type"),
-        prompt=kw.get("prompt") or "", negative_prompt=kw.get("negative") or "", batch=kw.get("batch") or 1,
-        overrides=list(kw.get("override") or []), reason=kw.get("reason"),
+        preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg, seed=seed, size=size, vae=vae,
+        clip_skip=clip_skip, eta=eta, prediction_type=prediction_type, prompt=prompt or "",
+        negative_prompt=negative or "", batch=batch or 1, overrides=list(override or []), reason=reason,
     )
 
 
@@ -165,7 +167,10 @@ def plan_cmd(
       iga plan --preset Fast
       iga plan --sampler "DPM++ 2M Karras" --steps 30 --override sampler --override steps --reason "A/B test"
     """
-    request = build_request(**locals())
+    request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
+                            seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
+                            prediction_type=prediction_type, negative=negative, batch=batch, override=override,
+                            reason=reason)
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="plan")
     if as_json:
         typer.echo(json.dumps({"schema": "iga.plan-result/1", "ok": True, "plan": plan.to_dict(),

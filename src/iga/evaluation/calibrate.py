@@ -135,9 +135,9 @@ class _Run:
         sc.nfe = stats.mean_ci([r["nfe"] for r in done])["mean"]
         if self.judge is not None and len(done) >= 2:
             from .judge import judge_frechet
-            from .runner import _load_pixels
+            from .runner import load_pixels
 
-            px = [_load_pixels(self.run_dir, r["image"]) for r in done]
+            px = [load_pixels(self.run_dir, r["image"]) for r in done]
             sc.frechet = judge_frechet(self.judge, np.stack(px), [r["prompt"] for r in done])
         return sc
 

@@ -157,12 +157,12 @@ def _set_metrics(summary: dict, spec: ExperimentSpec, rows: list[dict], run_dir:
     """Metrics of a set of images per value: the demo judge's Frechet distance, and FID with local weights."""
     import numpy as np
 
-    from .runner import _load_pixels
+    from .runner import load_pixels
 
     refs = {(r["prompt"], r["seed"]): r["image"] for r in rows if r["role"] == "reference" and r["image"]}
     for value, entry in summary["per_value"].items():
         rs = [r for r in rows if r["role"] == "point" and r["image"] and stats.value_label(r) == value]
-        imgs = [p for p in (_load_pixels(run_dir, r["image"]) for r in rs) if p is not None]
+        imgs = [p for p in (load_pixels(run_dir, r["image"]) for r in rs) if p is not None]
         if len(imgs) < 2:
             continue
         if config.judge_path:
@@ -175,7 +175,7 @@ def _set_metrics(summary: dict, spec: ExperimentSpec, rows: list[dict], run_dir:
         if spec.fid_weights:
             from .learned import fid
 
-            ref_imgs = [p for p in (_load_pixels(run_dir, refs.get((r["prompt"], r["seed"]), "")) for r in rs)
+            ref_imgs = [p for p in (load_pixels(run_dir, refs.get((r["prompt"], r["seed"]), "")) for r in rs)
                         if p is not None]
             if len(ref_imgs) >= 2:
                 entry["fid_vs_reference"] = fid(np.stack(imgs), np.stack(ref_imgs), spec.fid_weights)

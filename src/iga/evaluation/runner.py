@@ -126,12 +126,13 @@ def _groups(planned: list[Planned], journal: Journal, run_dir: Path) -> tuple[li
         ref_pixels = None
         done_ref = refs.get((prompt, seed))
         if g["ref"] is None and done_ref is not None and done_ref.key in journal.rows:
-            ref_pixels = _load_pixels(run_dir, journal.rows[done_ref.key].get("image", ""))
+            ref_pixels = load_pixels(run_dir, journal.rows[done_ref.key].get("image", ""))
         groups.append(Group(prompt, seed, g["ref"], ref_pixels, g["items"]))
     return groups, fixed
 
 
-def _load_pixels(run_dir: Path, rel: str) -> np.ndarray | None:
+def load_pixels(run_dir: Path, rel: str) -> np.ndarray | None:
+    """The uint8 pixels of a run's image (``rel`` relative to the run folder), or None when it is not there."""
     if not rel:
         return None
     from PIL import Image

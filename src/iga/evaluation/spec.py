@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from iga.guard.plan import OVERRIDABLE, Mode
 
-from .axes import AXES, SpecError, check_axis, parse_values
+from .axes import SpecError, check_axis, parse_values
 
 MAX_SPEC_BYTES = 1 << 20
 MAX_PROMPTS = 10_000
@@ -199,9 +199,3 @@ def spec_seeds(spec: ExperimentSpec) -> list[int]:
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds) or min(spec.seeds) < 0:
         raise SpecError("seeds: a non-empty list of distinct non-negative integers")
     return list(spec.seeds)
-
-
-def override_key(axis: str) -> str:
-    """The guard's override name for an axis (every axis is overridable under its own name)."""
-    assert axis in AXES and axis in OVERRIDABLE
-    return axis
