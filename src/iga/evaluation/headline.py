@@ -122,12 +122,14 @@ def compare(iga: dict[tuple, float], base: dict[tuple, float], how: str) -> dict
     if not keys:
         return {"iga": None, "baseline": None, "value": None, "ci": None, "n_groups": 0}
 
-    def stat(x: np.ndarray, y: np.ndarray) -> float:
+    def stat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per resample (row): the difference or the ratio of the arms' means (NaN when the baseline's is 0)."""
+        mx, my = x.mean(axis=-1), y.mean(axis=-1)
         if how == "difference":
-            return float(x.mean() - y.mean())
-        return float(x.mean() / y.mean()) if y.mean() > 0 else float("nan")
+            return mx - my
+        return np.where(my > 0, mx / np.where(my > 0, my, 1.0), np.nan)
 
-    value = stat(a, b)
+    value = float(stat(a, b))
     return {"iga": float(a.mean()), "baseline": float(b.mean()), "value": value if value == value else None,
             "ci": stats.bootstrap_ci([a, b], stat), "n_groups": len(keys)}
 

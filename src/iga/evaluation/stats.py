@@ -22,17 +22,19 @@ def finite(values: Sequence[Any]) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable[..., float]) -> list[float] | None:
-    """95 % percentile-bootstrap CI of statistic(*samples), resampling the samples jointly (paired) by index.
+def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable[..., np.ndarray]) -> list[float] | None:
+    """95 % percentile-bootstrap CI of a statistic, resampling the samples jointly (paired) by index.
 
-    None when there are fewer than two observations.
+    ``statistic`` takes one (resamples x n) array per sample and returns one value per resample (row), so all
+    2,000 resamples are computed at once. None when there are fewer than two observations.
     """
     n = len(samples[0])
     if n < 2:
         return None
     rng = np.random.default_rng(_RNG_SEED)
     idx = rng.integers(0, n, size=(N_RESAMPLES, n))
-    stats = np.array([statistic(*(s[i] for s in samples)) for i in idx], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stats = np.asarray(statistic(*(np.asarray(s)[idx] for s in samples)), dtype=np.float64)
     stats = stats[np.isfinite(stats)]
     if len(stats) < N_RESAMPLES // 2:
         return None
@@ -40,12 +42,17 @@ def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable[..., float])
     return [float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))]
 
 
+def row_means(a: np.ndarray) -> np.ndarray:
+    """The mean of each resample (row)."""
+    return a.mean(axis=1)
+
+
 def mean_ci(values: Sequence[Any]) -> dict[str, Any]:
     """{"mean", "ci", "n"} of the finite values (mean None when there are none)."""
     v = finite(values)
     if len(v) == 0:
         return {"mean": None, "ci": None, "n": 0}
-    return {"mean": float(v.mean()), "ci": bootstrap_ci([v], np.mean), "n": int(len(v))}
+    return {"mean": float(v.mean()), "ci": bootstrap_ci([v], row_means), "n": int(len(v))}
 
 
 def _points(rows: list[dict], arm: str | None = None) -> list[dict]:
