@@ -279,3 +279,19 @@ def test_accepted_guarded_plans_lie_inside_the_recipe(steps, cfg, sampler, sched
     assert plan.schedule == R.scheduler.name
     assert plan.width <= 1536 and plan.height <= 1536 and plan.clip_skip == R.clip_skip
     assert plan.sigmas[-1] == 0 and all(a > b for a, b in zip(plan.sigmas, plan.sigmas[1:]))
+
+
+def test_a_demo_checkpoint_without_a_recipe_resolves_on_the_schedule_and_size_it_declares(tmp_path):
+    import shutil
+
+    from iga.checkpoint import remove_recipe
+    from iga.generate import load
+    from iga.paths import DEMO_MODEL
+
+    bare = tmp_path / "bare.safetensors"
+    shutil.copy(DEMO_MODEL, bare)
+    remove_recipe(bare)
+    plan = load(bare).plan(seed=1)
+    assert plan.model.recipe_source == "none"
+    assert plan.prediction_type == "v" and plan.training_schedule["kind"] == "linear"
+    assert (plan.width, plan.height) == (32, 32)

@@ -60,7 +60,8 @@ class Model:
         if request is not None and prompt:
             req = req.model_copy(update={"prompt": prompt})
         plan, _ = resolve(self.recipe, req, mode, model=self.source.identity,
-                          detected_prediction=self.source.detected_prediction)
+                          detected_prediction=self.source.detected_prediction,
+                          detected_schedule=self.source.declared_schedule)
         return plan
 
     def backend(self, vae: str | None = None):

@@ -146,6 +146,7 @@ def _print_result(result, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(width=None if sys.stdout.isatty() else 140)  # piped output: keep the columns readable
     shown = [m for m in ("ssim", "psnr", "delta_hue", "colourfulness", "adherence_all") if m in s["metrics"]]
     t = Table(title=f"{s['name']}: varying {s['axis']} on {s['model']['name']}")
     for col in ("value", "images", "refused", "failures", *shown):
@@ -154,14 +155,14 @@ def _print_result(result, as_json: bool) -> None:
         fails = ", ".join(f"{k} {n}" for k, n in v["failures"].items()) or "-"
         cells = [_fmt(v["metrics"][m]["mean"]) for m in shown]
         t.add_row(value, str(v["n"]), str(v["refused"]), fails, *cells)
-    Console().print(t)
+    console.print(t)
     if "headline" in s:
         h = Table(title="headline (iga arm vs a UI's knob space)")
         for col in ("figure", "iga", "baseline", "ratio / difference", "95% CI"):
             h.add_column(col)
         for r in s["headline"]["table"]:
             h.add_row(r["figure"], r["iga"], r["baseline"], r["ratio_or_difference"], r["ci95"])
-        Console().print(h)
+        console.print(h)
     typer.echo(f"{result.run_dir}/report.html  ({s['n_images']} images, {s['n_rows']} rows)")
 
 

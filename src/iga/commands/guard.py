@@ -72,7 +72,8 @@ def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, ac
         raise _fail(f"--mode {mode!r}: choose strict, guarded or permissive")
     try:
         plan, findings = resolve(source.recipe, request, mode, model=source.identity,  # type: ignore[arg-type]
-                                 detected_prediction=source.detected_prediction)
+                                 detected_prediction=source.detected_prediction,
+                                 detected_schedule=source.declared_schedule)
     except UnknownNameError as e:
         raise _fail(str(e)) from None
     except (KeyError, ValueError) as e:

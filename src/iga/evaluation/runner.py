@@ -83,7 +83,8 @@ def resolve_point(p: Point, source: ModelSource) -> Planned:
                                          "recipe_sha256": recipe_metadata_sha256(p.recipe.to_dict())})
     req = p.request.model_copy(update={"prompt": p.prompt, "seeds": [p.seed], "seed": p.seed, "batch": 1})
     try:
-        plan, _ = resolve(recipe, req, p.mode, model=ident, detected_prediction=source.detected_prediction)
+        plan, _ = resolve(recipe, req, p.mode, model=ident, detected_prediction=source.detected_prediction,
+                          detected_schedule=source.declared_schedule)
     except GuardRefused as e:
         reason = "; ".join(f"{f.field}: {f.reason}" for f in e.findings if f.outcome == "refused")
         asked = json.dumps(req.model_dump(mode="json", exclude_defaults=True), sort_keys=True)

@@ -24,19 +24,21 @@ _ARCH: dict[str, dict[str, Any]] = {
     "sd2": {"prediction_type": "v", "size": "768x768", "max": "1536x1536"},
     "sdxl": {"prediction_type": "eps", "size": "1024x1024", "max": "2048x2048"},
     "sdxl_refiner": {"prediction_type": "eps", "size": "1024x1024", "max": "2048x2048"},
+    "demo": {"prediction_type": "v", "size": "32x32", "max": "64x64"},  # iga's pixel-space demo family
     "unknown": {"prediction_type": "eps", "size": "512x512", "max": "2048x2048"},
 }
 
 
-def architecture_default_recipe(architecture: str, prediction_type: str | None = None) -> Recipe:
-    """A permissive stand-in recipe for a checkpoint that carries none."""
+def architecture_default_recipe(architecture: str, prediction_type: str | None = None,
+                                training_schedule: dict[str, Any] | None = None) -> Recipe:
+    """A permissive stand-in recipe for a checkpoint that carries none (on the schedule it declares, if any)."""
     a = _ARCH.get(architecture, _ARCH["unknown"])
     return Recipe.model_validate({
         "iga_version": "1.0.0",
         "model_id": f"{architecture} (no recipe)",
         "architecture": architecture if architecture in _ARCH else None,
         "prediction_type": prediction_type or a["prediction_type"],
-        "training_schedule": _SD_SCHEDULE,
+        "training_schedule": training_schedule or _SD_SCHEDULE,
         "sampler": {"name": "dpmpp_2m"},
         "scheduler": {"name": "karras"},
         "cfg": {"default": 7.0, "min": 0.0, "max": 30.0},

@@ -119,6 +119,7 @@ def resolve(
     *,
     model: ModelIdentity | None = None,
     detected_prediction: str | None = None,
+    detected_schedule: dict[str, Any] | None = None,
 ) -> tuple[Plan, list[Finding]]:
     """Resolve a request against a recipe; return (Plan, findings) or raise GuardRefused.
 
@@ -134,7 +135,7 @@ def resolve(
     model = model or ModelIdentity(name="model")
     no_recipe = recipe is None
     if recipe is None:
-        recipe = architecture_default_recipe(model.architecture, detected_prediction)
+        recipe = architecture_default_recipe(model.architecture, detected_prediction, detected_schedule)
     r = _Resolver(recipe, req, mode, no_recipe, _now())
     if no_recipe:
         r.info("recipe", f"this checkpoint carries no recipe; resolved against {model.architecture} defaults "

@@ -22,6 +22,7 @@ class ModelSource:
     recipe_issues: list[RecipeIssue] = field(default_factory=list)
     detected_prediction: str | None = None
     notes: list[str] = field(default_factory=list)
+    declared_schedule: dict | None = None  # the training schedule the file itself declares (demo models do)
 
 
 def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True) -> ModelSource:
@@ -54,7 +55,34 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True) -> M
     )
     if ident.file_sha256:
         ident.autov2 = ident.file_sha256[:10]
-    return ModelSource(p, ident, recipe, issues, prediction, notes + list(arch.notes))
+    return ModelSource(p, ident, recipe, issues, prediction, notes + list(arch.notes),
+                       declared_training_schedule(p) if is_file else None)
+
+
+_MAX_CONFIG_TEXT = 64 << 10
+
+
+def declared_training_schedule(path: str) -> dict | None:
+    """The training schedule a checkpoint declares in its own metadata (``iga.demo.config``), or None.
+
+    A model without a recipe is then still resolved on the schedule it was trained with, not on SD's.
+    """
+    import json
+
+    from iga.checkpoint import CheckpointError, read_header
+    from iga.recipe.schema import TrainingSchedule
+
+    try:
+        text = (read_header(path).metadata or {}).get("iga.demo.config")
+    except (CheckpointError, OSError):
+        return None
+    if not isinstance(text, str) or len(text) > _MAX_CONFIG_TEXT:
+        return None
+    try:
+        sched = json.loads(text).get("training_schedule")
+        return TrainingSchedule.model_validate(sched).model_dump(mode="json", exclude_none=True)
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 _MAX_CONFIG_BYTES = 1 << 20
