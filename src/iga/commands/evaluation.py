@@ -112,6 +112,8 @@ def eval_cmd(
     from iga.evaluation.experiment import run_experiment
     from iga.recipe.names import UnknownNameError
 
+    if quick and spec != "headline":
+        raise _fail("--quick sizes the headline experiment: iga eval headline --quick")
     try:
         flags = _spec_from_flags(model, vary, values, prompts, prompt, seeds, preset, mode, grid) if not spec \
             else ({"model": str(model)} if model else {})
@@ -149,12 +151,12 @@ def _print_result(result, as_json: bool) -> None:
     console = Console(width=None if sys.stdout.isatty() else 140)  # piped output: keep the columns readable
     shown = [m for m in ("ssim", "psnr", "delta_hue", "colourfulness", "adherence_all") if m in s["metrics"]]
     t = Table(title=f"{s['name']}: varying {s['axis']} on {s['model']['name']}")
-    for col in ("value", "images", "refused", "failures", *shown):
+    for col in ("value", "images", "NFE", "refused", "failures", *shown):
         t.add_column(col)
     for value, v in s["per_value"].items():
         fails = ", ".join(f"{k} {n}" for k, n in v["failures"].items()) or "-"
         cells = [_fmt(v["metrics"][m]["mean"]) for m in shown]
-        t.add_row(value, str(v["n"]), str(v["refused"]), fails, *cells)
+        t.add_row(value, str(v["n"]), _fmt(v.get("nfe")), str(v["refused"]), fails, *cells)
     console.print(t)
     if "headline" in s:
         h = Table(title="headline (iga arm vs a UI's knob space)")

@@ -113,9 +113,12 @@ def thin(values: Sequence[Any], keep: Sequence[Any] = (), most: int = MAX_LISTED
     vals = list(values)
     if len(vals) <= most:
         return vals
-    idx = {round(i * (len(vals) - 1) / (most - 1)) for i in range(most)}
-    chosen = {vals[i] for i in idx} | {k for k in keep if k in vals}
-    return sorted(chosen)
+    keep_set = {k for k in keep if k in vals}
+    for spread in range(most, 1, -1):  # fewer spread points when a kept value is not among them
+        chosen = {vals[round(i * (len(vals) - 1) / (spread - 1))] for i in range(spread)} | keep_set
+        if len(chosen) <= most:
+            return sorted(chosen)
+    return sorted({vals[0], vals[-1]} | keep_set)
 
 
 def _cfg_positions(lo: float, hi: float) -> list[float]:

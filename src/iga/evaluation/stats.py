@@ -88,7 +88,8 @@ def per_value(rows: list[dict], metric_names: Sequence[str]) -> dict[str, dict[s
     out = {}
     for label in sorted(by_value, key=lambda v: order[v]):
         rs = by_value[label]
-        out[label] = {**failure_counts(rs), "metrics": {m: mean_ci([r[m] for r in rs]) for m in metric_names}}
+        out[label] = {**failure_counts(rs), "nfe": mean_ci([r["nfe"] for r in rs if r["image"]])["mean"],
+                      "metrics": {m: mean_ci([r[m] for r in rs]) for m in metric_names}}
     return out
 
 
