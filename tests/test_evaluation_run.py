@@ -197,3 +197,27 @@ def test_ctrl_c_exits_130_and_the_table_holds_the_finished_rows(tmp_path):
 
     n = len(pd.read_parquet(out / "results.parquet"))
     assert n >= 3 and n == journal.read_text().count("\n")
+
+
+def test_eval_runs_on_a_stable_diffusion_checkpoint_without_a_judge(tmp_path, offline_audit):
+    """The ordinary SD1 backend (VAE, CLIP text encoder, latent UNet): reference metrics, no adherence."""
+    from iga.models import testing
+
+    _, _, single = testing.save_family(tmp_path / "tiny", ["sd1"], seed=3)["sd1"]
+    spec = parse_spec({"model": str(single), "prompts": ["a cat", "a dog"], "seeds": 2, "repeat": False,
+                       "base": {"size": "64x64", "steps": 4}, "reference_factor": 2,
+                       "vary": {"sampler": ["euler", "dpmpp_2m"]}})
+    result = run_experiment(spec, tmp_path / "run", report=False)
+    pts = [r for r in result.rows if r["role"] == "point"]
+    assert len(pts) == 8 and all(r["image"] and np.isfinite(r["ssim"]) for r in pts)
+    assert all(r["adherence_all"] is None or np.isnan(r["adherence_all"]) for r in pts)
+    assert result.summary["model"]["name"] == "sd1" and "judge_frechet" not in result.summary["per_value"]["euler"]
+
+
+def test_demo_prompts_are_refused_for_a_model_without_the_demo_grammar(tmp_path):
+    from iga.models import testing
+
+    _, _, single = testing.save_family(tmp_path / "tiny", ["sd1"], seed=3)["sd1"]
+    with pytest.raises(SpecError, match="demo prompts need"):
+        run_experiment(parse_spec({"model": str(single), "prompts": 3}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
