@@ -143,3 +143,9 @@ def test_every_failure_type_has_a_documented_rule():
     rules = failures.describe()
     assert list(rules) == list(failures.FAILURES)
     assert all(len(rule) > 20 for rule in rules.values())
+
+
+def test_an_edge_between_two_colours_of_equal_luma_is_low_frequency_not_noise():
+    img = disc(fg=(30, 190, 50), bg=(128, 128, 128))  # green on grey: nearly the same luma
+    assert metrics.hf_energy(img) < 0.1
+    assert _detect(img) == []

@@ -70,7 +70,7 @@ def _load(spec_arg, flags: dict, quick: bool, workers: int, backend: str, ray_ad
     else:
         data, where = flags, "flags"
     data = {**data, "workers": workers, "backend": backend, **({"ray_address": ray_address} if ray_address else {})}
-    if spec_arg and spec_arg != "headline" and flags.get("model"):
+    if spec_arg and flags.get("model"):  # --model overrides the spec's (or the headline's bundled) model
         data["model"] = flags["model"]
     return parse_spec(data, where=where)
 

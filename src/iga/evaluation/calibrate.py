@@ -203,7 +203,11 @@ def _contiguous(values: list[float], passing: set[float], centre: float) -> tupl
 
 
 def _cfg_stage(run: _Run, name: str, cfgs: list[float], base: dict[str, Any]) -> tuple[float, set[float], dict]:
+    """A CFG scan: judged by failures, adherence and the Frechet distance, never by SSIM (the reference has one
+    fixed CFG, so SSIM would only say which CFG is closest to the reference's)."""
     scores = run.stage(name, base, "cfg", [float(c) for c in cfgs])
+    for sc in scores.values():
+        sc.ssim = None
     best = scores[_best(scores)]
     passing = {float(_value(k)) for k, v in scores.items() if _passes(v, best)}
     chosen = float(_value(_best({k: v for k, v in scores.items() if float(_value(k)) in passing} or scores)))

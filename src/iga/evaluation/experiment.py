@@ -141,7 +141,7 @@ def summarise(spec: ExperimentSpec, source: ModelSource, rows: list[dict], run_d
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "model": {"name": source.identity.name, "path": source.path, "weights_sha256": source.identity.weights_sha256,
                   "recipe_source": source.identity.recipe_source},
-        "axis": points[0]["axis"] if points else "none", "values": values,
+        "axis": " / ".join(dict.fromkeys(r["axis"] for r in points)) or "none", "values": values,
         "numeric_axis": bool(points) and points[0]["axis"] in ("steps", "cfg", "clip_skip"),
         "metrics": names, "n_rows": len(rows), "n_images": sum(1 for r in rows if r["image"]),
         "per_value": stats.per_value(rows, names), "variance": stats.axis_variance(rows, names),

@@ -150,15 +150,19 @@ def sharpness(px: np.ndarray) -> float:
 
 
 def hf_energy(px: np.ndarray) -> float:
-    """Fraction of the luma's spectral energy (DC removed) above half the Nyquist frequency, in 0..1.
+    """Fraction of the image's spectral energy (each RGB channel, its mean removed) above half the Nyquist
+    frequency, in 0..1.
 
     Radial frequency r = sqrt(fx^2 + fy^2) in cycles/pixel; "high" means r > 0.25. Smooth images sit near 0,
-    white noise near 0.8 (the area of the frequency square outside that radius).
+    white noise near 0.8 (the area of the frequency square outside that radius). All three channels count, so
+    an edge between two colours of equal luma (a green square on grey) is low-frequency energy, not nothing.
     """
-    g = _grey(px)
-    spec = np.abs(np.fft.fft2(g - g.mean())) ** 2
-    fy = np.fft.fftfreq(g.shape[0])[:, None]
-    fx = np.fft.fftfreq(g.shape[1])[None, :]
+    f = _check(px)
+    spec = np.zeros(f.shape[:2])
+    for c in range(3):
+        spec += np.abs(np.fft.fft2(f[..., c] - f[..., c].mean())) ** 2
+    fy = np.fft.fftfreq(f.shape[0])[:, None]
+    fx = np.fft.fftfreq(f.shape[1])[None, :]
     total = float(spec.sum())
     if total <= 0:
         return 0.0
