@@ -93,3 +93,16 @@ def test_write_embeds_the_recipe_with_hashes_that_verify(quick, tmp_path):
     from iga.checkpoint import read_recipe_dict
 
     assert read_recipe_dict(model)["calibration"]["budget"]["seeds"] == cal.QUICK.seeds
+
+
+def test_a_recipe_that_admits_a_failing_setting_is_caught():
+    from iga.generate import load
+
+    recipe = load().recipe  # cfg 1.5..4, steps 15..40, forbids lcm
+    bad = {"cfg": {"cfg=3": Score(n=16, failure_rate=0.5, failures={"burnt": 8})},
+           "sampler": {"sampler=lcm": Score(n=16, failure_rate=0.9, failures={"burnt": 14}),
+                       "sampler=euler": Score(n=16, failure_rate=0.3, failures={"burnt": 5})},
+           "steps": {"steps=8": Score(n=16, failure_rate=0.4, failures={"residual_noise": 6})}}
+    problems = cal.uncovered_failures(bad, recipe)
+    assert problems == ["cfg: cfg=3 fails 50% but the recipe admits it",
+                        "sampler: sampler=euler fails 30% but the recipe admits it"]

@@ -294,7 +294,13 @@ def calibrate(source: ModelSource, facts: Recipe, config: WorkerConfig, run_dir:
               "allow_samplers": ok_samplers, "allow_schedules": ok_schedules,
               "forbid": {**bad_samplers, **bad_schedules}, "forbid_samplers": sorted(bad_samplers),
               "forbid_schedules": sorted(bad_schedules)}
-    return Calibration(build_recipe(facts, choice, scores, budget, len(prompts)), scores, run_dir)
+    if facts.model_id is None or facts.model_id.endswith("(no recipe)"):  # the stand-in's name is not an id
+        facts = facts.model_copy(update={"model_id": source.identity.name})
+    recipe = build_recipe(facts, choice, scores, budget, len(prompts))
+    problems = uncovered_failures(scores, recipe)
+    if problems:  # the rules above make this impossible; say so loudly if a change ever breaks them
+        raise RuntimeError("calibration produced a recipe that admits failing settings: " + "; ".join(problems))
+    return Calibration(recipe, scores, run_dir)
 
 
 def build_recipe(facts: Recipe, c: dict[str, Any], scores: dict, budget: Budget, n_prompts: int) -> Recipe:
@@ -325,6 +331,27 @@ def build_recipe(facts: Recipe, c: dict[str, Any], scores: dict, budget: Budget,
     )
     recipe, _ = parse_recipe_dict(data, source="calibrated recipe")
     return recipe
+
+
+def uncovered_failures(scores: dict[str, dict[str, Score]], recipe: Recipe) -> list[str]:
+    """Settings that failed more often than FORBID_FAILURE_RATE yet the recipe still admits (should be none):
+    samplers and schedules must be forbidden or left out of the allow lists, CFG and steps outside the ranges."""
+    admits = {
+        "sampler": lambda v: v not in recipe.constraints.forbid_samplers and v in (recipe.constraints.allow_samplers
+                                                                                 or [v]),
+        "schedule": lambda v: v not in recipe.constraints.forbid_schedules and v in (
+            recipe.constraints.allow_schedules or [v]),
+        "steps": lambda v: recipe.steps.min <= int(v) <= recipe.steps.max,
+        "cfg": lambda v: recipe.cfg.min <= float(v) <= recipe.cfg.max,
+    }
+    out = []
+    for stage, by_label in scores.items():
+        field_ = "cfg" if stage.startswith("cfg") else stage
+        for label, sc in by_label.items():
+            if sc.failure_rate is not None and sc.failure_rate > FORBID_FAILURE_RATE and admits[field_](
+                    _value(label)):
+                out.append(f"{stage}: {label} fails {sc.failure_rate:.0%} but the recipe admits it")
+    return out
 
 
 def thresholds() -> dict[str, float]:
