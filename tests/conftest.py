@@ -18,3 +18,14 @@ def offline_audit(monkeypatch, tmp_path):
     """Offline hub and a per-test audit log, so generation tests never touch ~/.local/share/iga."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("IGA_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def module_audit(tmp_path_factory):
+    """offline_audit for module-scoped fixtures (monkeypatch is per test): one audit log per test module."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("IGA_AUDIT_LOG", str(path))
+    yield path
+    mp.undo()

@@ -9,19 +9,9 @@ from iga.evaluation.headline import ARMS, BLOCKS, VARIANCE_METRICS, builtin_spec
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    import os
-
-    tmp = tmp_path_factory.mktemp("headline")
-    old = os.environ.get("IGA_AUDIT_LOG")
-    os.environ["IGA_AUDIT_LOG"] = str(tmp / "audit.jsonl")
-    try:
-        yield run_experiment(parse_spec(builtin_spec(quick=True), where="headline"), tmp / "run")
-    finally:
-        if old is None:
-            os.environ.pop("IGA_AUDIT_LOG", None)
-        else:
-            os.environ["IGA_AUDIT_LOG"] = old
+def quick(tmp_path_factory, module_audit):
+    return run_experiment(parse_spec(builtin_spec(quick=True), where="headline"),
+                          tmp_path_factory.mktemp("headline") / "run")
 
 
 def test_the_quick_headline_table_is_complete(quick):

@@ -20,17 +20,9 @@ SMALL = {"vary": {"sampler": ["euler", "dpmpp_2m", "lcm"]}, "prompts": "demo:all
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, module_audit):
     tmp = tmp_path_factory.mktemp("eval")
-    old = os.environ.get("IGA_AUDIT_LOG")
-    os.environ["IGA_AUDIT_LOG"] = str(tmp / "audit.jsonl")
-    try:
-        yield run_experiment(parse_spec(dict(SMALL)), tmp / "run"), tmp
-    finally:
-        if old is None:
-            os.environ.pop("IGA_AUDIT_LOG", None)
-        else:
-            os.environ["IGA_AUDIT_LOG"] = old
+    return run_experiment(parse_spec(dict(SMALL)), tmp / "run"), tmp
 
 
 def test_a_run_writes_every_file_and_the_table_has_the_protocol_columns(run):
