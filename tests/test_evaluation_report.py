@@ -395,7 +395,7 @@ def test_a_failed_write_keeps_the_previous_report_and_removes_its_temp_file(tmp_
             raise OSError("disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr(report.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     summary["name"] = "second run"
     with pytest.raises(OSError, match="disk full"):
         write_report(run_dir, rows, summary)
@@ -428,8 +428,8 @@ def test_every_written_file_is_fsynced_before_it_replaces_the_old_one(tmp_path, 
         events.append(("replace", str(src)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(report.os, "fsync", fsync)
-    monkeypatch.setattr(report.os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
     write_report(run_dir, rows, summary)
     replaced = [src for kind, src in events if kind == "replace"]
     assert len(replaced) == len(METRICS) + 1 + 2  # plots, report.md, report.html

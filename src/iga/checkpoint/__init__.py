@@ -56,10 +56,12 @@ from iga.checkpoint.header import (
     parse_header_bytes,
     read_header,
 )
+from iga.checkpoint._io import write_bytes_atomic
 from iga.checkpoint.metadata import group_metadata
 from iga.checkpoint.sidecar import RecipeConflictWarning, RecipeSource, find_recipe, read_sidecar, sidecar_paths, write_sidecar
 
 __all__ = [
+    "write_bytes_atomic",
     "DTYPE_BITS",
     "MAX_HEADER_SIZE",
     "MAX_RECIPE_BYTES",

@@ -11,19 +11,18 @@ every script, so a slip in escaping still cannot run code or phone home.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import math
 import mimetypes
-import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Union
 from urllib.parse import quote
+
+from .table import atomic_write
 
 MAX_GRID_ROWS = 40
 CELL_PX = 96
@@ -102,20 +101,9 @@ def write_report(run_dir: Path, rows: list[dict], summary: dict) -> tuple[Path, 
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: a reader sees the old file or the new one, never half of one."""
+    """A reader sees the old file or the new one, never half of one (iga's one atomic writer)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data)
 
 
 # ---------------------------------------------------------------------------------------------------------- formatting

@@ -12,7 +12,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -88,17 +87,10 @@ class Journal:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: temp file in the same folder, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a file whole or not at all (temp file in the same folder, fsync, rename, fsync the folder)."""
+    from iga.checkpoint import write_bytes_atomic
+
+    write_bytes_atomic(str(path), data)
 
 
 def _arrow_table(rows: list[dict[str, Any]]):
