@@ -82,13 +82,15 @@ def headline_points(spec: ExperimentSpec, recipe: Recipe, prompts: list[str], se
     """Per (prompt, seed): the reference, then every arm's drawn settings per block, then one repeat each."""
     from .experiment import reference_point
 
-    rng = random.Random(spec.draw_seed)
     knobs = knob_recipe(recipe)
     plan = {arm: (recipe_space(recipe) if arm == "iga" else knob_space(), None if arm == "iga" else knobs)
             for arm in ARMS}
     draws = {}
     for arm in ARMS:
         for block in BLOCKS:
+            # one stream per arm and block: the baseline's draws never depend on the recipe under test, so two
+            # recipes of one model are compared against the very same knob-space draws
+            rng = random.Random(f"{spec.draw_seed}:{arm}:{block}")
             draws[arm, block] = draw_settings(plan[arm][0], plan[arm][1] or recipe, block, spec.draws, rng)[0]
     points = []
     for prompt in prompts:
