@@ -56,11 +56,10 @@ def _range(axis: str, text: str) -> list[int | float]:
     a, b, s = _number(axis, lo), _number(axis, hi), _number(axis, step or 1)
     if s <= 0 or b < a:
         raise SpecError(f"{axis} range {text!r}: write LOW-HIGH[:STEP] with LOW <= HIGH and STEP > 0")
-    n = int(round((b - a) / s)) + 1
+    n = int((b - a) / s + 1e-9) + 1  # the values LOW, LOW+STEP, ... that do not pass HIGH
     if n > 1000:
         raise SpecError(f"{axis} range {text!r} has {n} values; at most 1000")
-    return [type(a)(a + i * s) if isinstance(a, int) and isinstance(s, int) else round(a + i * s, 6)
-            for i in range(n) if a + i * s <= b + 1e-9]
+    return [a + i * s if isinstance(a + s, int) else round(a + i * s, 6) for i in range(n)]
 
 
 def parse_values(axis: str, values: str | Sequence[Any]) -> list[Any] | str:

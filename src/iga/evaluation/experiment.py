@@ -160,24 +160,28 @@ def _set_metrics(summary: dict, spec: ExperimentSpec, rows: list[dict], run_dir:
 
     from .runner import load_pixels
 
-    refs = {(r["prompt"], r["seed"]): r["image"] for r in rows if r["role"] == "reference" and r["image"]}
+    judge = None
+    if config.judge_path:
+        from iga.demo.judge import load_judge
+
+        judge = load_judge(config.judge_path)  # once, not per value
+    refs: dict[tuple, Any] = {}
+    if spec.fid_weights:  # each reference is read once, whichever values share it
+        refs = {(r["prompt"], r["seed"]): load_pixels(run_dir, r["image"]) for r in rows
+                if r["role"] == "reference" and r["image"]}
     for value, entry in summary["per_value"].items():
         rs = [r for r in rows if r["role"] == "point" and r["image"] and stats.value_label(r) == value]
         imgs = [p for p in (load_pixels(run_dir, r["image"]) for r in rs) if p is not None]
         if len(imgs) < 2:
             continue
-        if config.judge_path:
-            from iga.demo.judge import load_judge
-
+        if judge is not None:
             from .judge import judge_frechet
 
-            entry["judge_frechet"] = judge_frechet(load_judge(config.judge_path), np.stack(imgs),
-                                                   [r["prompt"] for r in rs])
+            entry["judge_frechet"] = judge_frechet(judge, np.stack(imgs), [r["prompt"] for r in rs])
         if spec.fid_weights:
             from .learned import fid
 
-            ref_imgs = [p for p in (load_pixels(run_dir, refs.get((r["prompt"], r["seed"]), "")) for r in rs)
-                        if p is not None]
+            ref_imgs = [p for p in (refs.get((r["prompt"], r["seed"])) for r in rs) if p is not None]
             if len(ref_imgs) >= 2:
                 entry["fid_vs_reference"] = fid(np.stack(imgs), np.stack(ref_imgs), spec.fid_weights)
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from iga.guard import GuardRefused, Plan, Request, record_plan_overrides, resolve
+from iga.guard import GuardRefused, ModelIdentity, Plan, Request, record_plan_overrides, resolve
 from iga.guard.plan import Mode
 from iga.guard.source import ModelSource
 from iga.recipe.schema import Recipe
@@ -72,15 +72,26 @@ def _key(p: Point, what: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def resolve_point(p: Point, source: ModelSource) -> Planned:
-    """Resolve one point against the model's recipe (or the point's own) in the point's mode."""
-    recipe = p.recipe if p.recipe is not None else source.recipe
-    ident = source.identity
-    if p.recipe is not None:  # the plan must say it was not resolved against the model's own recipe
+def _identity(p: Point, source: ModelSource, given: dict[int, ModelIdentity]) -> ModelIdentity:
+    """The model identity a point's plan records: the source's, or (a given recipe) marked as resolved against
+    that recipe, whose hash is computed once per recipe, not once per point."""
+    if p.recipe is None:
+        return source.identity
+    if id(p.recipe) not in given:
         from iga.recipe.canonical import recipe_metadata_sha256
 
-        ident = ident.model_copy(update={"recipe_source": "given",
-                                         "recipe_sha256": recipe_metadata_sha256(p.recipe.to_dict())})
+        given[id(p.recipe)] = source.identity.model_copy(update={
+            "recipe_source": "given", "recipe_sha256": recipe_metadata_sha256(p.recipe.to_dict())})
+    return given[id(p.recipe)]
+
+
+def resolve_point(p: Point, source: ModelSource, given: dict[int, ModelIdentity] | None = None) -> Planned:
+    """Resolve one point against the model's recipe (or the point's own) in the point's mode.
+
+    ``given`` memoises identities of given recipes across the points of one run (the recipes must stay alive).
+    """
+    recipe = p.recipe if p.recipe is not None else source.recipe
+    ident = _identity(p, source, {} if given is None else given)
     req = p.request.model_copy(update={"prompt": p.prompt, "seeds": [p.seed], "seed": p.seed, "batch": 1})
     try:
         plan, _ = resolve(recipe, req, p.mode, model=ident, detected_prediction=source.detected_prediction,
@@ -232,7 +243,9 @@ def run_points(points: Iterable[Point], source: ModelSource, config: WorkerConfi
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(run_dir / "rows.jsonl")
-    planned = [resolve_point(p, source) for p in points]
+    points = list(points)  # keeps every given recipe alive while its id() keys the memo below
+    given: dict[int, ModelIdentity] = {}
+    planned = [resolve_point(p, source, given) for p in points]
     keys = [pl.key for pl in planned]
     for pl in planned:
         if pl.plan is None and pl.key not in journal.rows:
