@@ -119,7 +119,7 @@ def eval_cmd(
             else ({"model": str(model)} if model else {})
         experiment = _load(spec, flags, quick, workers, backend, ray_address)
         run_dir = out or Path("runs") / experiment.name
-        result = _with_progress(lambda p: run_experiment(experiment, run_dir, progress=p), as_json)
+        result = with_progress(lambda p: run_experiment(experiment, run_dir, progress=p), as_json)
     except (SpecError, UnknownNameError, KeyError) as e:
         raise _fail(str(e.args[0]) if e.args else str(e)) from None
     except KeyboardInterrupt:
@@ -130,10 +130,11 @@ def eval_cmd(
     _print_result(result, as_json)
 
 
-def _with_progress(fn, quiet: bool):
+def with_progress(fn, quiet: bool, label: str = "evaluating"):
+    """Run fn(progress) under a rich progress bar on a terminal (silent when piped or quiet)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   disable=quiet or not sys.stderr.isatty(), transient=True) as bar:
         task = bar.add_task("eval", total=None)
         return fn(lambda done, total: bar.update(task, completed=done, total=total))
@@ -233,7 +234,7 @@ def _run_calibration(model, facts, prompts, quick: bool, out, quiet: bool):
         facts_recipe = effective_recipe(source)
     texts = spec_prompts(spec, source.identity.architecture == "demo")
     run_dir = out or Path("runs") / f"calibrate-{source.identity.name}{'-quick' if quick else ''}"
-    result = _with_progress(lambda p: calibrate(source, facts_recipe, worker_config(spec, source), run_dir, texts,
+    result = with_progress(lambda p: calibrate(source, facts_recipe, worker_config(spec, source), run_dir, texts,
                                                 budget, progress=p), quiet)
     return result, source
 

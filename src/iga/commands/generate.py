@@ -21,6 +21,12 @@ FormatOpt = Annotated[str, typer.Option("--format", "-f", help="png, jpg or webp
                                         "chunks or EXIF)")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or mps")]
 DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16")]
+PreviewOpt = Annotated[bool, typer.Option("--preview", help="also write the denoised estimate of every K-th step "
+                                          "beside each image: <name>-preview.png (contact sheet) and .webp")]
+PreviewEveryOpt = Annotated[int, typer.Option("--preview-every", metavar="K",
+                                              help="preview every K-th step (and always the last)")]
+PreviewDecoderOpt = Annotated[str, typer.Option("--preview-decoder", help="latents to RGB: auto, linear (published "
+                                                "per-architecture factors), fit (fitted to the model's VAE) or vae")]
 
 
 class _Progress:
@@ -50,10 +56,15 @@ class _Progress:
             self.bar.stop()
 
 
-def _run(model_obj, plan, progress: bool):
+def _run(model_obj, plan, progress: bool, preview=None):
     bar = _Progress((len(plan.sigmas) - 1) * len(plan.seeds), progress)
+
+    def both(info) -> None:  # the bar first: a Ctrl-C raised there must not wait for a preview decode
+        bar(info)
+        preview(info)
+
     try:
-        return model_obj.generate(plan=plan, callback=bar)
+        return model_obj.generate(plan=plan, callback=bar if preview is None else both)
     finally:
         bar.close()
 
@@ -65,7 +76,8 @@ def generate_cmd(
     clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, override: OverrideOpt = None, reason: ReasonOpt = None,
     mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
     out: OutOpt = Path("outputs"), fmt: FormatOpt = "png", device: DeviceOpt = "cpu", dtype: DtypeOpt = "float32",
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, preview: PreviewOpt = False, preview_every: PreviewEveryOpt = 1,
+    preview_decoder: PreviewDecoderOpt = "auto",
 ) -> None:
     """Generate images with the model's native recipe; every image carries its full plan (and A1111 infotext).
 
@@ -79,9 +91,16 @@ def generate_cmd(
       iga generate "a red circle on a blue background"
       iga generate "a yellow star on a black background" --preset Fast -n 4 --seed 7
       iga generate "..." --model sd15.safetensors --sampler "DPM++ 2M Karras" --override sampler
+      iga generate "a white ring on a red background" --preview --preview-every 2
     """
     if fmt not in ("png", "jpg", "jpeg", "webp"):
         raise _fail(f"--format {fmt!r}: choose png, jpg or webp")
+    if preview_every < 1:
+        raise _fail(f"--preview-every {preview_every}: must be 1 or more")
+    from iga.diagnostics.preview import DECODERS
+
+    if preview_decoder not in DECODERS:
+        raise _fail(f"--preview-decoder {preview_decoder!r}: choose {', '.join(DECODERS)}")
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
@@ -96,9 +115,14 @@ def generate_cmd(
         m = Model(source.path, device=device, dtype=dtype)
         m.source = source
         t_load = time.perf_counter()
-        m.backend_for(plan)
+        backend = m.backend_for(plan)
+        stream = None
+        if preview:
+            from iga.diagnostics.preview import PreviewStream
+
+            stream = PreviewStream(backend, every=preview_every, decoder=preview_decoder, total=len(plan.sigmas) - 1)
         t_sample = time.perf_counter()
-        results = _run(m, plan, progress=sys.stderr.isatty() and not as_json)
+        results = _run(m, plan, progress=sys.stderr.isatty() and not as_json, preview=stream)
     except KeyboardInterrupt:
         typer.echo("interrupted: nothing was written", err=True)
         raise typer.Exit(130) from None
@@ -113,9 +137,14 @@ def generate_cmd(
 
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
+    previews: list[tuple[Path, Path]] = []
     try:
-        for r in results:  # each file appears whole or not at all (save_image writes a temp file, then links)
+        for k, r in enumerate(results):  # each file appears whole or not at all (a temp file, then a link/rename)
             paths.append(save_image(r.image, r.plan.to_dict(), out, fmt=fmt))
+            if stream is not None:
+                from iga.diagnostics.preview import save_previews
+
+                previews.append(save_previews([f for f in stream.frames if f.image == k], paths[-1]))
     except KeyboardInterrupt:
         typer.echo(f"interrupted while saving: {len(paths)} of {len(results)} images written"
                    + "".join(f"\n  {p}" for p in paths), err=True)
@@ -126,10 +155,14 @@ def generate_cmd(
     if as_json:
         typer.echo(json.dumps({"schema": "iga.generate/1", "images": [str(p) for p in paths],
                                "plans": [r.plan.to_dict() for r in results], "nfe": results[0].nfe,
-                               "audit_log": str(log) if log else None, "timing": timing}, indent=2))
+                               "audit_log": str(log) if log else None, "timing": timing,
+                               **({"previews": [[str(a), str(b)] for a, b in previews]} if preview else {})},
+                              indent=2))
         return
-    for p in paths:
+    for k, p in enumerate(paths):
         typer.echo(str(p))
+        for extra in previews[k] if previews else ():
+            typer.echo(str(extra))
     typer.echo(f"{plan.sampler} + {plan.schedule}, {plan.steps} steps, {results[0].nfe} model calls, "
                f"cfg {plan.cfg:g}, seeds {', '.join(map(str, plan.seeds))}; sampled in {timing['sample_s']:.2f}s",
                err=True)

@@ -17,6 +17,11 @@ from iga.recipe.schema import Recipe
 
 PROTOCOL_AXES = ("sampler", "schedule", "steps", "cfg")
 AXES = (*PROTOCOL_AXES, "vae", "clip_skip")
+# A grid (`iga grid`) may also vary what the protocol holds fixed: the seed, the prompt (search and replace),
+# the noise of ancestral/SDE samplers and CFG rescale.
+GRID_AXES = (*AXES, "seed", "prompt", "eta", "cfg_rescale")
+WHOLE_AXES = ("steps", "clip_skip", "seed")  # their values are whole numbers
+NUMERIC_AXES = (*WHOLE_AXES, "cfg", "eta", "cfg_rescale")
 VALUE_KEYWORDS = ("recipe", "knobs")
 MAX_LISTED = 8  # a range that `recipe` or `knobs` expands to is thinned to this many values (ends kept)
 # Knob positions a sweep visits when an axis is `knobs` (the whole slider would be 150 steps x 59 CFG values):
@@ -29,11 +34,13 @@ class SpecError(ValueError):
     """An experiment that cannot run as written; the message says what, where and how to fix it."""
 
 
-def check_axis(axis: str) -> str:
+def check_axis(axis: str, allowed: Sequence[str] = AXES) -> str:
     """The axis name, or SpecError listing the axes."""
-    if axis not in AXES:
-        raise SpecError(f"unknown axis {axis!r}: vary one of {', '.join(PROTOCOL_AXES)} (the protocol), or "
-                        f"{', '.join(AXES[len(PROTOCOL_AXES):])}")
+    if axis not in allowed:
+        if allowed is AXES:
+            raise SpecError(f"unknown axis {axis!r}: vary one of {', '.join(PROTOCOL_AXES)} (the protocol), or "
+                            f"{', '.join(AXES[len(PROTOCOL_AXES):])}")
+        raise SpecError(f"unknown axis {axis!r}: choose one of {', '.join(allowed)}")
     return axis
 
 
@@ -42,7 +49,7 @@ def _number(axis: str, text: Any) -> int | float:
         v = float(text)
     except (TypeError, ValueError):
         raise SpecError(f"{axis} value {text!r} is not a number") from None
-    if axis in ("steps", "clip_skip"):
+    if axis in WHOLE_AXES:
         if v != int(v):
             raise SpecError(f"{axis} value {text!r} must be a whole number")
         return int(v)
@@ -62,21 +69,25 @@ def _range(axis: str, text: str) -> list[int | float]:
     return [a + i * s if isinstance(a + s, int) else round(a + i * s, 6) for i in range(n)]
 
 
-def parse_values(axis: str, values: str | Sequence[Any]) -> list[Any] | str:
-    """Explicit values (a comma list, a LOW-HIGH[:STEP] range, or a list) or one of the keywords."""
-    check_axis(axis)
+def parse_values(axis: str, values: str | Sequence[Any], allowed: Sequence[str] = AXES) -> list[Any] | str:
+    """Explicit values (a comma list, a LOW-HIGH[:STEP] range, or a list) or one of the keywords.
+
+    Prompt values are comma-separated too; quote one that holds a comma ("red, glossy",blue).
+    """
+    check_axis(axis, allowed)
     if isinstance(values, str):
         text = values.strip()
-        if text in VALUE_KEYWORDS:
+        if text in VALUE_KEYWORDS and axis != "prompt":
             return text
-        items: list[Any] = [v.strip() for v in text.split(",") if v.strip()]
+        items: list[Any] = _split(text) if axis == "prompt" else [v.strip() for v in text.split(",") if v.strip()]
     else:
         items = list(values)
     if not items:
-        raise SpecError(f"the {axis} axis has no values: give a list (e.g. {_example(axis)}), 'recipe' or 'knobs'")
+        raise SpecError(f"the {axis} axis has no values: give a list (e.g. {_example(axis)})"
+                        + ("" if axis in ("prompt", "seed", "eta", "cfg_rescale") else ", 'recipe' or 'knobs'"))
     out: list[Any] = []
     for v in items:
-        if axis in ("steps", "cfg", "clip_skip") and isinstance(v, str) and "-" in v.lstrip("-")[1:]:
+        if axis in NUMERIC_AXES and isinstance(v, str) and "-" in v.lstrip("-")[1:]:
             out.extend(_range(axis, v))
         else:
             out.append(_canonical(axis, v))
@@ -85,9 +96,17 @@ def parse_values(axis: str, values: str | Sequence[Any]) -> list[Any] | str:
     return out
 
 
+def _split(text: str) -> list[str]:
+    import csv
+
+    return [v.strip() for v in next(csv.reader([text], skipinitialspace=True), []) if v.strip()]
+
+
 def _example(axis: str) -> str:
     return {"sampler": "euler,heun,dpmpp_2m", "schedule": "karras,normal", "steps": "10,20,30 or 10-40:10",
-            "cfg": "2,3,5", "vae": "path/to/vae.safetensors", "clip_skip": "1,2"}[axis]
+            "cfg": "2,3,5", "vae": "path/to/vae.safetensors", "clip_skip": "1,2", "seed": "1,2,3 or 1-4",
+            "prompt": "red,green,blue (the first is searched for, each replaces it)", "eta": "0,0.5,1",
+            "cfg_rescale": "0,0.3,0.7"}[axis]
 
 
 def _canonical(axis: str, v: Any) -> Any:
@@ -99,10 +118,11 @@ def _canonical(axis: str, v: Any) -> Any:
         return sampler
     if axis == "schedule":
         return names.resolve_schedule(str(v))
-    if axis in ("steps", "cfg", "clip_skip"):
+    if axis in NUMERIC_AXES:
         n = _number(axis, v)
-        if axis != "cfg" and n < 1 or axis == "cfg" and n < 0:
-            raise SpecError(f"{axis} value {v!r} is out of range")
+        low = 1 if axis in ("steps", "clip_skip") else 0
+        if n < low:
+            raise SpecError(f"{axis} value {v!r} is out of range (at least {low})")
         return n
     return str(v)
 
