@@ -174,6 +174,11 @@ class Backend:
     kind: str = "local"
     workers: int = 1
     ray_address: str | None = None
+    model: Any = None  # an already loaded iga.generate.Model to render on (in-process only), e.g. a server's
+
+    def __post_init__(self) -> None:
+        if self.model is not None and (self.kind != "local" or self.workers > 1):
+            raise ValueError("a loaded model can only be used in-process (kind local, one worker)")
 
     def run(self, groups: list[Group], config: WorkerConfig) -> Iterator[Result]:
         """Results as they finish (in-process: one by one; pools: a group at a time)."""
@@ -185,11 +190,11 @@ class Backend:
             return run_on_ray(groups, config, self.workers, self.ray_address)
         if self.workers > 1:
             return _run_processes(groups, config, self.workers)
-        return _run_inline(groups, config)
+        return _run_inline(groups, config, self.model)
 
 
-def _run_inline(groups: list[Group], config: WorkerConfig) -> Iterator[Result]:
-    worker = SweepWorker(config)
+def _run_inline(groups: list[Group], config: WorkerConfig, model: Any = None) -> Iterator[Result]:
+    worker = SweepWorker(config, model)
     for g in groups:
         yield from worker.run_group(g)
 

@@ -61,7 +61,8 @@ class Result:
 class SweepWorker:
     """Loads the model (and judge, learned metrics) once; renders groups of plans."""
 
-    def __init__(self, config: WorkerConfig):
+    def __init__(self, config: WorkerConfig, model: Any = None):
+        """``model``: an already loaded ``iga.generate.Model`` of config.model_path (in-process use)."""
         import torch
 
         from iga.generate import Model
@@ -69,7 +70,7 @@ class SweepWorker:
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.model = Model(config.model_path)
+        self.model = model if model is not None else Model(config.model_path)
         self.judge = None
         if config.judge_path:
             from iga.demo.judge import load_judge
@@ -129,20 +130,28 @@ class SweepWorker:
         return Result(item.key, row, px if item.keep_pixels else None, img.plan.to_dict())
 
     def _measure(self, px: np.ndarray, plan, ref: np.ndarray | None, ref_m: dict[str, float] | None) -> dict:
-        m: dict[str, Any] = metrics.image_metrics(px)
-        if ref is not None and ref.shape == px.shape:
-            m.update(metrics.reference_metrics(px, ref))
-            if self.config.lpips_weights:
-                from .learned import lpips
+        return measure_image(px, plan.prompt, ref, ref_m, judge=self.judge, lpips_weights=self.config.lpips_weights,
+                             clip_model=self.config.clip_model)
 
-                m["lpips"] = float(lpips(px[None], ref[None], self.config.lpips_weights)[0])
-        if self.judge is not None:
-            from .judge import adherence
 
-            m.update(adherence(self.judge, px, plan.prompt))
-        if self.config.clip_model:
-            from .learned import clip_score
+def measure_image(px: np.ndarray, prompt: str, ref: np.ndarray | None = None, ref_m: dict[str, float] | None = None,
+                  *, judge: Any = None, lpips_weights: str | None = None, clip_model: str | None = None) -> dict:
+    """Every metric of one image (against its reference when given) and the failures the detectors find: the
+    row fields a sweep records, and what `iga doctor` measures its own renders with."""
+    m: dict[str, Any] = metrics.image_metrics(px)
+    if ref is not None and ref.shape == px.shape:
+        m.update(metrics.reference_metrics(px, ref))
+        if lpips_weights:
+            from .learned import lpips
 
-            m["clip_score"] = float(clip_score(px[None], [plan.prompt], self.config.clip_model)[0])
-        found = failures.detect(px, m, ref_m)
-        return {**m, "failure": found[0] if found else "", "failures": ";".join(found)}
+            m["lpips"] = float(lpips(px[None], ref[None], lpips_weights)[0])
+    if judge is not None:
+        from .judge import adherence
+
+        m.update(adherence(judge, px, prompt))
+    if clip_model:
+        from .learned import clip_score
+
+        m["clip_score"] = float(clip_score(px[None], [prompt], clip_model)[0])
+    found = failures.detect(px, m, ref_m)
+    return {**m, "failure": found[0] if found else "", "failures": ";".join(found)}
