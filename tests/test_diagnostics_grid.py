@@ -113,7 +113,8 @@ def test_a_rerun_in_the_same_folder_renders_nothing_again(grid):
 
 
 def test_a_prompt_axis_replaces_its_first_value_and_a_seed_axis_sets_each_seed(tmp_path, offline_audit):
-    spec = GridSpec(PROMPT, x=parse_axis("prompt=red,yellow"), y=parse_axis("seed=7,8"), base=Request(steps=2, overrides=["steps"]))
+    spec = GridSpec(PROMPT, x=parse_axis("prompt=red,yellow"), y=parse_axis("seed=7,8"),
+                    base=Request(steps=2, overrides=["steps"]))
     result = run_grid(spec, tmp_path / "g")
     plans = {(c.x, c.y): read_provenance(tmp_path / "g" / c.row["image"]).plan for c in result.cells}
     assert plans[(0, 0)]["prompt"] == PROMPT
@@ -150,7 +151,8 @@ def test_bad_input_is_one_clear_line_exit_2_and_nothing_written(tmp_path, args, 
 
 
 def test_the_command_prints_the_grid_and_json_names_its_files(tmp_path):
-    p = _cli(PROMPT, "--x", "cfg=2,4", "--steps", "2", "--override", "steps", "--seed", "1", "--out", str(tmp_path / "g"), "--json",
+    p = _cli(PROMPT, "--x", "cfg=2,4", "--steps", "2", "--override", "steps", "--seed", "1",
+             "--out", str(tmp_path / "g"), "--json",
              env_extra={"IGA_AUDIT_LOG": str(tmp_path / "a.jsonl")})
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)

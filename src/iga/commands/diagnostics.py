@@ -121,6 +121,107 @@ def _print_grid(result, as_json: bool) -> None:
                err=True)
 
 
+def doctor_cmd(
+    image: Annotated[Optional[Path], typer.Argument(help="an image with provenance (iga, A1111, ComfyUI, "
+                                                    "InvokeAI)")] = None,
+    plan: Annotated[Optional[Path], typer.Option("--plan", help="a plan JSON file instead of an image (`iga plan "
+                                                 "--json`, a grid.json cell)")] = None,
+    model: ModelOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report folder (default "
+                                                "outputs/doctor/TIME-NAME)")] = None,
+    sweeps: Annotated[bool, typer.Option("--sweeps/--no-sweeps", help="CFG, steps and sampler grids around your "
+                                         "setting (the slowest part)")] = True,
+    half: Annotated[Optional[bool], typer.Option("--half/--no-half", help="compare half precision with float32 "
+                                                 "(default: when the image was made in half precision)")] = None,
+    self_test: Annotated[bool, typer.Option("--self-test", help="diagnose deliberately broken setups and print "
+                                            "whether each injected cause is named first")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find out why an image went wrong: re-run it, put each setting back to the recipe's one at a time, probe.
+
+    The routine: your settings re-run (as a UI without a guard runs them) next to the recipe's own settings for
+    the same prompt and seed; then every setting where you left the recipe is put back alone, and a setting
+    whose return removes the symptom is a likely cause, ranked by how much it helps (failure detectors, SSIM to
+    the recipe's image, and the judge's prompt adherence on the demo model). Instruments: x0 previews, the first
+    component and step that goes NaN/Inf, the prediction-type probe (eps against v), the VAE round trip, half
+    against full precision. It ends with a table: symptom -> likely cause -> evidence (the measured figures) ->
+    fix (a command), in the terminal and in DIR/report.html with the images and sweeps.
+
+    Exit codes: 0 nothing wrong found, 1 a problem found (see the table), 2 bad input, 130 interrupted.
+    `--self-test` exits 0 when the doctor names the injected cause first in all setups but at most one.
+
+    Examples:
+      iga doctor outputs/20261129-...-cfg15.png
+      iga doctor a1111-image.png --model sd15.safetensors
+      iga doctor --plan plan.json --no-sweeps
+    """
+    from iga.diagnostics.case import CaseError, case_from_image, case_from_plan
+    from iga.recipe.names import UnknownNameError
+
+    if self_test:
+        _self_test(out, as_json)
+        return
+    if (image is None) == (plan is None):
+        raise _fail("give an image or --plan FILE (one of them)")
+    try:
+        case = case_from_image(image, model) if image is not None else case_from_plan(plan, model)  # type: ignore
+        name = Path(case.where).stem[:40]
+        run_dir = out or Path("outputs") / "doctor" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
+        from iga.diagnostics.doctor import run_doctor
+
+        diag = with_progress(lambda p: run_doctor(case, run_dir, sweeps=sweeps, half=half, progress=p), as_json,
+                             "examining")
+    except (CaseError, UnknownNameError, ValueError) as e:
+        raise _fail(str(e.args[0]) if e.args else str(e)) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: nothing diagnosed (the renders made so far are kept)", err=True)
+        raise typer.Exit(130) from None
+    _print_diagnosis(diag, as_json)
+    raise typer.Exit(1 if diag.found else 0)
+
+
+def _self_test(out: Path | None, as_json: bool) -> None:
+    from iga.diagnostics.selftest import markdown, run_matrix
+
+    work = out or Path("outputs") / "doctor" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-self-test"
+    try:
+        rows = with_progress(lambda p: run_matrix(work, p), as_json, "self-test")
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(json.dumps({"schema": "iga.doctor-self-test/1", "rows": rows}, indent=2) if as_json
+               else markdown(rows))
+    raise typer.Exit(0 if sum(not r["right"] for r in rows) <= 1 else 1)
+
+
+def _print_diagnosis(diag, as_json: bool) -> None:
+    if as_json:
+        typer.echo((diag.run_dir / "diagnosis.json").read_text())
+        return
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if diag.symptom:
+        console.print(f"[bold red]symptom[/]: {diag.symptom}", highlight=False)
+    if diag.causes:
+        t = Table(title="likely causes, most likely first", show_lines=True)
+        for col in ("#", "likely cause", "evidence", "fix"):
+            t.add_column(col, overflow="fold")
+        for n, c in enumerate(diag.causes, 1):
+            t.add_row(str(n), c.cause, c.evidence, c.fix)
+        console.print(t)
+    else:
+        console.print("[green]nothing wrong found[/]" if not diag.symptom else "no cause found among the settings "
+                      "and probes (see the checks in the report)", highlight=False)
+    for c in diag.checks:
+        console.print(f"  [dim]{c.name}:[/] {c.result}", highlight=False)
+    typer.echo(f"{diag.run_dir}/report.html")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `iga grid` to the CLI."""
+    """Add `iga grid` and `iga doctor` to the CLI."""
     app.command("grid")(grid_cmd)
+    app.command("doctor")(doctor_cmd)

@@ -86,7 +86,8 @@ def case_from_image(path: str | Path, model: str | Path | None = None) -> Case:
     if prov.plan:
         recorded = (prov.plan.get("model") or {}).get("path") if isinstance(prov.plan.get("model"), dict) else None
         dtype = str((prov.plan.get("runtime") or {}).get("dtype") or "float32")
-        return Case("iga", str(path), _model(model, recorded, str(path)), request_from_plan(prov.plan), path, dtype)
+        request = request_from_plan(prov.plan)
+        return Case("iga", str(path), _model(model, recorded, str(path)), request, path, dtype)
     if prov.source == "none" or prov.steps is None and prov.sampler is None:
         raise CaseError(f"{path} carries no generation settings (no iga plan, A1111 parameters or ComfyUI "
                         "workflow); pass a plan with --plan and --model instead")
@@ -114,5 +115,6 @@ def case_from_plan(path: str | Path, model: str | Path | None = None) -> Case:
         data = data["plan"]  # `iga plan --json` wraps the plan
     if not isinstance(data, dict):
         raise CaseError(f"{path} does not hold a plan object")
+    request = request_from_plan(data)  # a bad plan is named before a missing model
     recorded = (data.get("model") or {}).get("path") if isinstance(data.get("model"), dict) else None
-    return Case("plan", str(path), _model(model, recorded, str(path)), request_from_plan(data))
+    return Case("plan", str(path), _model(model, recorded, str(path)), request)

@@ -248,6 +248,24 @@ def revert_causes(case: Case, setup: Setup, rows: list[dict[str, Any]], symptom:
     return causes
 
 
+def revert_checks(setup: Setup, rows: list[dict[str, Any]]) -> list[Check]:
+    """Every setting put back and what it changed, causes or not (a small effect is still worth seeing)."""
+    user = _row_of(rows, "user")
+    if user is None or user["refused"]:
+        return []
+    checks = []
+    for name in deviations(setup.user_plan, setup.baseline):
+        row = _row_of(rows, f"revert {name}")
+        if row is None:
+            continue
+        was, back = _plan_value(setup.user_plan, name), _recipe_value(setup.baseline, name)
+        result = (f"refused: {row['refused']}" if row["refused"] else
+                  f"{_explain(user)} -> {_explain(row)} (badness {badness(user):.2f} -> {badness(row):.2f}; a cause "
+                  f"needs a drop of {MIN_IMPROVEMENT:g})")
+        checks.append(Check(f"{name} {was} -> {back}", result, row.get("image") or ""))
+    return checks
+
+
 def _cause_text(name: str, was: Any, back: Any) -> str:
     what = {"cfg": "CFG scale", "steps": "step count", "sampler": "sampler", "schedule": "schedule",
             "vae": "VAE", "clip_skip": "clip skip", "prediction_type": "prediction type", "eta": "eta",
@@ -264,6 +282,10 @@ def symptom_of(user: dict[str, Any] | None, image_metrics: dict[str, Any] | None
     found = [f for f in str(user.get("failures") or "").split(";") if f]
     if image_metrics:
         found += [f for f in str(image_metrics.get("failures") or "").split(";") if f and f not in found]
+    if "non_finite" in found:
+        return "NaN/Inf while sampling (no image)"
+    if "exception" in found:
+        return "the settings fail to run"
     if found:
         return ", ".join(f.replace("_", " ") for f in found) + " image"
     if user.get("ssim") is not None and user["ssim"] == user["ssim"] and user["ssim"] < SYMPTOM_SSIM:
@@ -329,15 +351,16 @@ def run_doctor(case: Case, run_dir: Path, *, model: Any = None, sweeps: bool = T
     diag.symptom = symptom_of(_row_of(rows, "user"), image_m)
     diag.causes = list(setup.guard_causes)
     diag.causes += revert_causes(case, setup, rows, diag.symptom)
+    diag.checks += revert_checks(setup, rows)
     tr = probes.trace(model, setup.user_plan)
     diag.checks += _trace_checks(tr, run_dir)
     diag.causes += _non_finite_causes(tr, rows, diag, case, setup)
-    diag.causes += _prediction_probe(model, setup, rows, run_dir, diag, judge)
+    diag.causes += _prediction_probe(model, case, setup, rows, run_dir, diag, judge)
     diag.checks += _vae_checks(model, setup, rows, run_dir)
     if half if half is not None else case.dtype in ("float16", "bfloat16"):
         diag.causes += _precision_probe(setup, rows, run_dir, diag, judge)
     if sweeps:
-        diag.grids = _sweeps(setup, run_dir)
+        diag.grids = _sweeps(setup, run_dir, model)
     diag.causes.sort(key=lambda c: -c.score)
     if diag.causes and not diag.symptom:
         diag.symptom = diag.causes[0].symptom
@@ -385,8 +408,11 @@ def _trace_checks(tr: Any, run_dir: Path) -> list[Check]:
         contact_sheet(tr.frames).save(buf, "PNG")
         write_bytes_atomic(run_dir / "previews.png", buf.getvalue())
         checks.append(Check("x0 previews", f"{len(tr.frames)} steps of the user's settings", "previews.png"))
-    where = tr.non_finite.describe() if tr.non_finite else "none: every component stayed finite"
-    checks.append(Check("first non-finite value", where if tr.non_finite or not tr.error else f"none ({tr.error})"))
+    if tr.non_finite:
+        where = tr.non_finite.describe()
+    else:
+        where = f"not reached: {tr.error}" if tr.error else "none: every component stayed finite"
+    checks.append(Check("first non-finite value", where))
     return checks
 
 
@@ -408,33 +434,37 @@ def _non_finite_causes(tr: Any, rows: list[dict], diag: Diagnosis, case: Case, s
                   f"{tr.non_finite.describe()}{also}; no setting put back removes it", fix, 50.0, "")]
 
 
-def _prediction_probe(model: Any, setup: Setup, rows: list[dict], run_dir: Path, diag: Diagnosis,
+def _prediction_probe(model: Any, case: Case, setup: Setup, rows: list[dict], run_dir: Path, diag: Diagnosis,
                       judge: str | None) -> list[Cause]:
     """The user's plan run as eps and as v: the parameterization with the clean image is the model's."""
-    declared = setup.user_plan.prediction_type
-    if declared not in ("eps", "v"):
+    from iga.recipe.schema import PREDICTION_ALIASES
+
+    asked = PREDICTION_ALIASES.get(str(case.request.prediction_type or "").strip().lower(),
+                                   setup.user_plan.prediction_type)
+    if asked not in ("eps", "v"):
         return []
-    other = "v" if declared == "eps" else "eps"
+    other = "v" if asked == "eps" else "eps"
     ref = _row_of(rows, "recipe")
     ref_px = load_pixels(run_dir, ref["image"]) if ref and ref.get("image") else None
     j = _load_judge(judge)
     measured = {}
-    for pred in (declared, other):
+    for pred in (asked, other):
         px, err = probes.render_as(model, setup.user_plan, prediction_type=pred)
         measured[pred] = ({"failures": "exception", "error": err} if px is None
                           else measure_image(px, setup.req.prompt, None, None, judge=j))
-        if px is not None and ref_px is not None and pred == other:
+        if px is not None and ref_px is not None:
             measured[pred].update(_ssim_only(px, ref_px))
-    diag.checks.append(Check("prediction type probe", f"as {declared} (the plan's): {_explain(measured[declared])}; "
-                             f"as {other}: {_explain(measured[other])}"))
-    gain = _badness_no_ref(measured[declared]) - _badness_no_ref(measured[other])
-    if gain < MIN_IMPROVEMENT or setup.source.detected_prediction == declared:
+    figures = f"as {asked}: {_explain(measured[asked])}; as {other}: {_explain(measured[other])}"
+    diag.checks.append(Check("prediction type probe", f"{figures} (asked: {asked})"))
+    gain = badness(measured[asked]) - badness(measured[other])
+    refused = [c for c in diag.causes if c.field == "prediction_type"]
+    for c in refused:  # the facts refused it; the probe measures what it would have done
+        c.evidence += f"; measured: {figures}"
+    if refused or gain < MIN_IMPROVEMENT or setup.source.detected_prediction == asked:
         return []
-    return [Cause(diag.symptom or "noise, mush or colour drift",
-                  f"prediction type {declared} (the model behaves as {other})",
-                  f"as {declared}: {_explain(measured[declared])}; as {other}: {_explain(measured[other])}",
-                  f"set prediction_type: {other} in the recipe and re-embed it (iga embed {setup.source.path} "
-                  "RECIPE)", gain, "prediction_type")]
+    return [Cause(diag.symptom or "noise, mush or colour drift", f"prediction type {asked} (the model behaves as "
+                  f"{other})", figures, f"set prediction_type: {other} in the recipe and re-embed it (iga embed "
+                  f"{setup.source.path} RECIPE)", gain, "prediction_type")]
 
 
 def _badness_no_ref(m: dict[str, Any]) -> float:
@@ -477,7 +507,7 @@ def _precision_probe(setup: Setup, rows: list[dict], run_dir: Path, diag: Diagno
                   "dtype")]
 
 
-def _sweeps(setup: Setup, run_dir: Path) -> list[Path]:
+def _sweeps(setup: Setup, run_dir: Path, model: Any) -> list[Path]:
     """CFG, steps and sampler grids around the user's setting (one row each), on the grid runner."""
     from .grid import GridAxis, GridSpec, run_grid
 
@@ -494,7 +524,7 @@ def _sweeps(setup: Setup, run_dir: Path) -> list[Path]:
     for name, values in (("cfg", cfgs), ("steps", steps), ("sampler", samplers)):
         spec = GridSpec(req.prompt, x=GridAxis(name, tuple(values)), base=req, mode="permissive",
                         seed=int(user.seed))
-        grids += run_grid(spec, run_dir / f"sweep-{name}", source=setup.source).grids
+        grids += run_grid(spec, run_dir / f"sweep-{name}", source=setup.source, model=model).grids
     return grids
 
 

@@ -45,7 +45,7 @@ def render_html(diag: "Diagnosis") -> str:
     """The whole report page (images by relative path: the page opens offline from its folder)."""
     checks = "".join(f"<tr><td>{_e(c.name)}</td><td>{_e(c.result)}</td></tr>" for c in diag.checks)
     previews = next((f"<h2>x0 previews</h2><p class='grid'><img src='{_e(c.image)}'></p>" for c in diag.checks
-                     if c.image), "")
+                     if c.name == "x0 previews"), "")
     grids = "".join(f"<p class='grid'><img src='{_e(p.relative_to(diag.run_dir))}'></p>" for p in diag.grids)
     notes = "".join(f"<li>{_e(n)}</li>" for n in diag.case.notes)
     symptom = (f"<p class='bad'>symptom: {_e(diag.symptom)}</p>" if diag.symptom

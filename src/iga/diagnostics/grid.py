@@ -150,8 +150,11 @@ def grid_points(spec: GridSpec, axes: list[GridAxis], seed: int) -> list[Point]:
 
 
 def run_grid(spec: GridSpec, run_dir: Path, *, source: ModelSource | None = None,
-             progress: Callable[[int, int], None] | None = None, workers: int = 1) -> GridResult:
-    """Render every cell on the sweep runner (resuming from run_dir), then draw one grid image per Z value."""
+             progress: Callable[[int, int], None] | None = None, workers: int = 1, model: Any = None) -> GridResult:
+    """Render every cell on the sweep runner (resuming from run_dir), then draw one grid image per Z value.
+
+    ``model``: an already loaded ``iga.generate.Model`` of the source to render on (in-process).
+    """
     from iga.guard.source import describe_model
     from iga.paths import default_model_path
 
@@ -164,7 +167,8 @@ def run_grid(spec: GridSpec, run_dir: Path, *, source: ModelSource | None = None
     points = grid_points(spec, axes, seed)
     config = WorkerConfig(source.path, threads=threads_per_worker(workers))
     try:
-        rows = run_points(points, source, config, run_dir, backend=Backend("local", workers), action="grid",
+        rows = run_points(points, source, config, run_dir, backend=Backend("local", workers, model=model),
+                          action="grid",
                           progress=progress)
     except KeyboardInterrupt:  # draw what is finished, so the user sees the partial grid, then stop
         write_grids(run_dir, spec, axes, _cells(points, _journal_rows(points, source, run_dir)), seed)

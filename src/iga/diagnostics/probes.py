@@ -80,7 +80,10 @@ def trace(model: Any, plan: Plan, *, every: int = 1, decoder: str = "auto") -> T
     from iga.sampling.base import NonFiniteError, SamplingError
 
     backend = model.backend_for(plan)
-    encoded = encode(plan, backend)
+    try:
+        encoded = encode(plan, backend)
+    except (ValueError, RuntimeError) as e:  # e.g. clip skip past the encoder's layers
+        return Trace(None, error=f"{type(e).__name__}: {e}")
     if not _finite(encoded):
         return Trace(None, non_finite=NonFinite("text encoder"), error="the prompt encoding is NaN/Inf")
     stream = PreviewStream(backend, every=every, decoder=decoder, total=len(plan.sigmas) - 1)
@@ -93,6 +96,7 @@ def trace(model: Any, plan: Plan, *, every: int = 1, decoder: str = "auto") -> T
         last[:] = [info.x]
 
     watch.sigma = float(plan.sigmas[0])
+    had, previous = "raw_model" in vars(backend), backend.raw_model
     backend.raw_model = watch  # an instance attribute shadows the method for this render only
     try:
         images, _ = render(plan, backend, callback=callback, encoded=encoded)
@@ -102,7 +106,10 @@ def trace(model: Any, plan: Plan, *, every: int = 1, decoder: str = "auto") -> T
     except (SamplingError, ValueError, RuntimeError) as e:
         return Trace(None, stream.frames, error=f"{type(e).__name__}: {e}")
     finally:
-        del backend.raw_model
+        if had:
+            backend.raw_model = previous
+        else:
+            del backend.raw_model
     if last and not _decodes_finite(backend, last[0]):
         return Trace(None, stream.frames, NonFinite("VAE decoder"), "the decoded image is NaN/Inf")
     return Trace(images[0], stream.frames)
@@ -136,7 +143,7 @@ def vae_round_trip(model: Any, plan: Plan, pixels: np.ndarray) -> float | None:
     if not hasattr(backend, "encode_image"):
         return None
     with torch.inference_mode():
-        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float() / 255.0
         again = to_uint8(backend.decode(backend.encode_image(x))[0])
     psnr = pixel_difference(again, pixels)["psnr"]
     return psnr if math.isfinite(psnr) else 99.0
