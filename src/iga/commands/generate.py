@@ -133,22 +133,7 @@ def generate_cmd(
             raise _fail(str(e)) from None
         raise
     t_save = time.perf_counter()
-    from iga.provenance import save_image
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
-    previews: list[tuple[Path, Path]] = []
-    try:
-        for k, r in enumerate(results):  # each file appears whole or not at all (a temp file, then a link/rename)
-            paths.append(save_image(r.image, r.plan.to_dict(), out, fmt=fmt))
-            if stream is not None:
-                from iga.diagnostics.preview import save_previews
-
-                previews.append(save_previews([f for f in stream.frames if f.image == k], paths[-1]))
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted while saving: {len(paths)} of {len(results)} images written"
-                   + "".join(f"\n  {p}" for p in paths), err=True)
-        raise typer.Exit(130) from None
+    paths, previews = _save_all(results, out, fmt, stream)
     t_end = time.perf_counter()
     timing = {"resolve_s": round(t_load - t0, 3), "load_s": round(t_sample - t_load, 3),
               "sample_s": round(t_save - t_sample, 3), "save_s": round(t_end - t_save, 3)}
@@ -166,6 +151,27 @@ def generate_cmd(
     typer.echo(f"{plan.sampler} + {plan.schedule}, {plan.steps} steps, {results[0].nfe} model calls, "
                f"cfg {plan.cfg:g}, seeds {', '.join(map(str, plan.seeds))}; sampled in {timing['sample_s']:.2f}s",
                err=True)
+
+
+def _save_all(results, out: Path, fmt: str, stream) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """Save every image (and its previews); Ctrl-C while saving lists what was written and exits 130."""
+    from iga.provenance import save_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    previews: list[tuple[Path, Path]] = []
+    try:
+        for k, r in enumerate(results):  # each file appears whole or not at all (a temp file, then a link/rename)
+            paths.append(save_image(r.image, r.plan.to_dict(), out, fmt=fmt))
+            if stream is not None:
+                from iga.diagnostics.preview import save_previews
+
+                previews.append(save_previews([f for f in stream.frames if f.image == k], paths[-1]))
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted while saving: {len(paths)} of {len(results)} images written"
+                   + "".join(f"\n  {p}" for p in paths), err=True)
+        raise typer.Exit(130) from None
+    return paths, previews
 
 
 def replay_cmd(
