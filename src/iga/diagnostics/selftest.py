@@ -95,8 +95,10 @@ def run_setup(setup: BrokenSetup, work: Path) -> dict[str, Any]:
     diag = run_doctor(case, work / slug, model=model, sweeps=False)
     first = diag.causes[0] if diag.causes else None
     named = (first.field or "model") if first else ""
+    # nothing named: show what putting the injected setting back measured, below the cause threshold
+    below = next((f"{c.name}: {c.result}" for c in diag.checks if c.name.startswith(f"{setup.expect} ")), "")
     return {"setup": setup.name, "expected": setup.expect, "named": named,
-            "diagnosis": first.cause if first else "nothing found", "evidence": first.evidence if first else "",
+            "diagnosis": first.cause if first else "nothing found", "evidence": first.evidence if first else below,
             "right": named == setup.expect, "causes": len(diag.causes)}
 
 
