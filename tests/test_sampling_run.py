@@ -147,12 +147,12 @@ def test_cancellation_from_callback_and_event():
 
 def test_sampler_spec_checks():
     spec = SamplerSpec(name="euler_test", fn=euler, nfe_per_step=1, order=1, stochastic=False,
-                       parameterizations=("eps", "v", "x0"), noise="none", options=("s_scale",))
+                       parameterizations=("eps", "v", "x0"), noise="none", options=("s_noise",))
     den = VPDenoiser(LinearEps(), sd_schedule(), "eps")
     x = torch.randn(1, 1, 4, 4)
     sig = normal(5, sd_schedule())
     torch.testing.assert_close(sample(spec, den, x, sig), sample(euler, den, x, sig))
-    with pytest.raises(SamplingError, match="does not take"):
+    with pytest.raises(SamplingError, match="injects no noise"):
         sample(spec, den, x, sig, options={"eta": 1.0})
     with pytest.raises(SamplingError, match="supports eps/v/x0"):
         sample(spec, FlowDenoiser(LinearEps(), FlowSchedule()), x, torch.tensor([1.0, 0.5, 0.0]))

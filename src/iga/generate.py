@@ -122,7 +122,9 @@ def guidance_hooks(variant: str) -> list[Any]:
         return [guidance.CFGZeroStar()]
     if variant == "apg":
         return [guidance.APG()]
-    raise ValueError(f"unknown CFG variant {variant!r}; use cfg, cfg_pp, cfg_zero_star or apg")
+    from iga.catalog import CFG_VARIANTS
+
+    raise ValueError(f"unknown CFG variant {variant!r}; use one of {', '.join(CFG_VARIANTS)}")
 
 
 def build_denoiser(plan: Plan, backend: Any, cond: dict, uncond: dict):

@@ -18,6 +18,7 @@ from typing import Any
 
 from iga import __version__
 from iga.recipe import names
+from iga.catalog import CFG_VARIANTS
 from iga.recipe.schema import PREDICTION_ALIASES, Preset, Recipe, parse_size
 
 from .defaults import architecture_default_recipe, default_training_schedule
@@ -232,9 +233,7 @@ def resolve(
             r.soft("cfg", "cfg", f"CFG {cfg} is outside the recipe's range {lo}..{hi}; too low loses the prompt, "
                    "too high burns colours and detail", recipe.cfg.default, cfg,
                    f"use {min(max(cfg, lo), hi)} (the nearest allowed)")
-    cfg_variant = req.cfg_variant or recipe.cfg.variant
-    if sampler.endswith("_cfg_pp"):
-        cfg_variant = "cfg_pp"
+    cfg_variant = _cfg_variant(r, recipe, req, sampler)
     cfg_rescale = req.cfg_rescale if req.cfg_rescale is not None else recipe.cfg.rescale
     if not 0.0 <= cfg_rescale <= 1.0:
         r.hard("cfg_rescale", "guidance rescale is a blend factor in [0, 1]", recipe.cfg.rescale, cfg_rescale,
@@ -282,13 +281,18 @@ def resolve(
     bad_seeds = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad_seeds:
         r.hard("seed", f"seed {bad_seeds[0]} is outside 0..2^64-1", None, bad_seeds[0], "use a non-negative seed")
-    eta = req.eta if req.eta is not None else recipe.sampler.params.get("eta")
-    if eta is not None and (not math.isfinite(eta) or eta < 0):
-        r.hard("eta", "eta scales injected noise and must be >= 0", None, eta, "use 0-1")
+    # the recipe's sampler options (eta included) belong to its sampler; another sampler starts from none
+    native = sampler == recipe.sampler.name
+    eta = req.eta if req.eta is not None else (recipe.sampler.params.get("eta") if native else None)
+    options = {k: v for k, v in recipe.sampler.params.items() if k not in ("order", "eta")} if native else {}
+    if eta is not None:
+        options["eta"] = eta
 
-    # --- sampler capabilities, sigma list, NFE ---------------------------------------------------------------------
+    # --- sampler capabilities, options, sigma list, NFE ------------------------------------------------------------
     sigmas: list[float] = []
     nfe: int | None = None
+    if not any(f.outcome == "refused" for f in r.findings):
+        _check_sampler(r, sampler, options)
     if not any(f.outcome == "refused" for f in r.findings):
         sigmas, nfe = _sigmas_and_nfe(r, recipe, sampler, schedule, steps, pred, model.architecture, req.sigmas)
 
@@ -298,10 +302,6 @@ def resolve(
     if any(f.outcome == "refused" for f in r.findings):
         raise GuardRefused(r.findings)
 
-    options = {k: v for k, v in recipe.sampler.params.items() if k not in ("order", "eta")} \
-        if sampler == recipe.sampler.name else {}
-    if eta is not None:
-        options["eta"] = eta
     plan = Plan(
         iga_version=__version__, created=r.time, mode=mode, preset=preset.name if preset else None, model=model,
         prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seeds[0], seeds=seeds,
@@ -313,6 +313,40 @@ def resolve(
         width=width, height=height, clip_skip=clip_skip, vae=vae, findings=r.findings, overrides=r.overrides,
     )
     return plan, r.findings
+
+
+def _cfg_variant(r: _Resolver, recipe: Recipe, req: Request, sampler: str) -> str:
+    """The guidance formula: a *_cfg_pp sampler is CFG++ by construction; CFG++ needs such a sampler."""
+    asked = req.cfg_variant
+    if asked is not None and asked not in CFG_VARIANTS:
+        r.hard("cfg_variant", f"unknown CFG variant {asked!r}", recipe.cfg.variant, asked,
+               f"use one of {', '.join(CFG_VARIANTS)}")
+        return recipe.cfg.variant
+    if sampler.endswith("_cfg_pp"):
+        if asked not in (None, "cfg_pp"):
+            r.hard("cfg_variant", f"{sampler} is CFG++ by construction; it cannot also run {asked!r}", "cfg_pp",
+                   asked, f"drop the CFG variant, or use {sampler.removesuffix('_cfg_pp')} with {asked}")
+        return "cfg_pp"
+    variant = asked or recipe.cfg.variant
+    if variant == "cfg_pp":
+        r.hard("cfg_variant", f"CFG++ renoises with the unconditional prediction inside the sampler; {sampler} "
+               "does not", recipe.cfg.variant, variant, "use a *_cfg_pp sampler (e.g. euler_cfg_pp) or cfg")
+    return variant
+
+
+def _check_sampler(r: _Resolver, sampler: str, options: dict[str, Any]) -> None:
+    """What the engine would refuse about the sampler, refused here first: its options and their values."""
+    from iga.catalog import option_problems, sampler_options
+    from iga.sampling.samplers import SAMPLERS
+
+    spec = SAMPLERS.get(sampler)
+    if spec is None:
+        return  # _sigmas_and_nfe names a sampler without an implementation
+    for name, why in option_problems(sampler, sampler_options(sampler, spec.options), options).items():
+        field = "eta" if name == "eta" else f"sampler_options.{name}"
+        fix = "drop --eta, or choose an ancestral/SDE sampler (`iga samplers`)" if name == "eta" and \
+            name not in spec.options else "use an allowed value (`iga samplers --long`)"
+        r.hard(field, why, None, options[name], fix)
 
 
 def _resolve_vae(r: _Resolver, recipe: Recipe, req: Request) -> VaeIdentity | None:
@@ -339,6 +373,7 @@ def _sigmas_and_nfe(r: _Resolver, recipe: Recipe, sampler: str, schedule: str, s
 
     from iga.sampling import schedules as S
     from iga.sampling.parameterization import schedule_from_config
+    from iga.sampling.base import SamplingError
     from iga.sampling.samplers import SAMPLERS, expected_nfe
 
     spec = SAMPLERS.get(sampler)
@@ -370,4 +405,9 @@ def _sigmas_and_nfe(r: _Resolver, recipe: Recipe, sampler: str, schedule: str, s
     except ValueError as e:
         r.hard("sigmas", str(e), None, explicit, "use a strictly decreasing list of sigmas ending in 0")
         return [], None
-    return [float(x) for x in sig.tolist()], expected_nfe(sampler, sig)
+    try:  # the sampler's own structural checks (e.g. dpm_fast needs two distinct nonzero sigmas)
+        nfe = expected_nfe(sampler, sig, kind="flow" if pred == "flow" else "vp")
+    except SamplingError as e:
+        r.hard("steps", str(e), recipe.steps.default, steps, "use more steps")
+        return [], None
+    return [float(x) for x in sig.tolist()], nfe

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from iga.catalog import CFG_VARIANTS
+
 RECIPE_VERSION = "1.1.0"  # 1.1 adds the optional `calibration` block
 
 PREDICTION_ALIASES = {
@@ -64,7 +66,7 @@ class CfgSpec(_Model):
     default: float
     min: float
     max: float
-    variant: Literal["cfg", "cfg_pp", "cfg_zero_star", "apg"] = "cfg"
+    variant: Literal[CFG_VARIANTS] = "cfg"  # type: ignore[valid-type]
     rescale: float = Field(0.0, ge=0.0, le=1.0)
 
 

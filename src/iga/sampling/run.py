@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from iga.catalog import option_problems, sampler_options
 from iga.sampling.base import Cancelled, Denoiser, NoiseSampler, NonFiniteError, SamplerSpec, SamplingError, StepInfo
 
 
@@ -76,10 +77,9 @@ def sample(
             raise SamplingError(
                 f"sampler {sampler.name!r} supports {'/'.join(sampler.parameterizations)} models, not {prediction!r}"
             )
-        unknown = set(options) - set(sampler.options)
-        if unknown:
-            raise SamplingError(f"sampler {sampler.name!r} does not take option(s) {sorted(unknown)}; "
-                                f"it takes {sorted(sampler.options) or 'none'}")
+        problems = option_problems(sampler.name, sampler_options(sampler.name, sampler.options), options)
+        if problems:  # the guard refuses the same at plan time; this guards direct callers of the engine
+            raise SamplingError("; ".join(problems.values()))
         name = sampler.name
     elif callable(sampler):
         fn, name = sampler, getattr(sampler, "__name__", "sampler")

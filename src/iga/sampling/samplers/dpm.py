@@ -242,10 +242,13 @@ def sample_dpm_adaptive(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: 
 
 
 def nfe_dpm_fast(sig: list[float], kind: str, options: dict) -> int:
-    """dpm_fast spends exactly len(sigmas) - 1 model calls."""
+    """dpm_fast spends exactly len(sigmas) - 1 model calls (raises, as the sampler does, on a list it cannot run)."""
+    _endpoints(sig, kind, "dpm_fast")
     return len(sig) - 1
 
 
 def nfe_adaptive(sig: list[float], kind: str, options: dict) -> None:
-    """dpm_adaptive's call count depends on the error control; it is not known in advance."""
+    """dpm_adaptive's call count depends on the error control; it is not known in advance (the list is checked
+    as the sampler checks it)."""
+    _endpoints(sig, kind, "dpm_adaptive")
     return None

@@ -50,11 +50,11 @@ _SPECS = [
                 nfe_fn=euler.nfe_one_per_step,
                 doc="Linear multistep (variable-step Adams-Bashforth, order 4) in sigma; the Euler start-up "
                     "step makes a whole run 2nd order."),
-    SamplerSpec("dpm_fast", dpm.sample_dpm_fast, 1, 2, False, _ALL, "none", options=_ANC, max_order=3,
+    SamplerSpec("dpm_fast", dpm.sample_dpm_fast, 1, 2, False, _ALL, "seeded", options=_ANC, max_order=3,
                 nfe_fn=dpm.nfe_dpm_fast,
                 doc="DPM-Solver-fast (Lu et al. 2022, arXiv 2206.00927): steps-many calls spent as orders "
                     "3,..,3,2,1; 3rd order only when steps % 3 == 2. Uses only the first/last nonzero sigma."),
-    SamplerSpec("dpm_adaptive", dpm.sample_dpm_adaptive, 3, 3, False, _ALL, "none",
+    SamplerSpec("dpm_adaptive", dpm.sample_dpm_adaptive, 3, 3, False, _ALL, "seeded",
                 options=("order", "rtol", "atol", "h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety",
                          "eta", "s_noise", "max_nfe"),
                 adaptive=True, nfe_fn=dpm.nfe_adaptive,
