@@ -137,3 +137,13 @@ def test_a_recipes_eta_does_not_follow_the_user_to_a_sampler_without_noise():
     assert plan.eta is None and "eta" not in plan.sampler_options
     native, _ = resolve(stochastic, Request(), "permissive")
     assert native.eta == 0.7
+
+
+@pytest.mark.parametrize("fields, field", [({"clip_skip": 2}, "clip_skip"), ({"vae": "other.safetensors"}, "vae")])
+def test_a_component_the_model_does_not_have_is_refused_at_plan_time(fields, field):
+    """The demo model samples pixels with a tiny text encoder: no VAE to swap, no CLIP layers to skip."""
+    import iga
+
+    with pytest.raises(GuardRefused) as e:
+        iga.load().plan("a red circle on a blue background", mode="permissive", **fields)
+    assert field in [f.field for f in e.value.findings if f.outcome == "refused"]

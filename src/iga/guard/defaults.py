@@ -24,7 +24,8 @@ _ARCH: dict[str, dict[str, Any]] = {
     "sd2": {"prediction_type": "v", "size": "768x768", "max": "1536x1536"},
     "sdxl": {"prediction_type": "eps", "size": "1024x1024", "max": "2048x2048"},
     "sdxl_refiner": {"prediction_type": "eps", "size": "1024x1024", "max": "2048x2048"},
-    "demo": {"prediction_type": "v", "size": "32x32", "max": "64x64"},  # iga's pixel-space demo family
+    # iga's pixel-space demo family: no VAE to swap, and its text encoder has no CLIP layers to skip
+    "demo": {"prediction_type": "v", "size": "32x32", "max": "64x64", "vae": False, "clip_skip": False},
     "unknown": {"prediction_type": "eps", "size": "512x512", "max": "2048x2048"},
 }
 
@@ -45,6 +46,11 @@ def architecture_default_recipe(architecture: str, prediction_type: str | None =
         "steps": {"default": 20, "min": UI_STEPS[0], "max": UI_STEPS[1]},
         "resolution": {"preferred": [a["size"]], "max": a["max"]},
     })
+
+
+def has_component(architecture: str, component: str) -> bool:
+    """Whether models of an architecture have a ``component`` ("vae", "clip_skip": CLIP layers to skip)."""
+    return bool(_ARCH.get(architecture, _ARCH["unknown"]).get(component, True))
 
 
 def default_training_schedule() -> dict[str, Any]:

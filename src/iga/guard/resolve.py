@@ -21,7 +21,7 @@ from iga.recipe import names
 from iga.catalog import CFG_VARIANTS
 from iga.recipe.schema import PREDICTION_ALIASES, Preset, Recipe, parse_size
 
-from .defaults import architecture_default_recipe, default_training_schedule
+from .defaults import architecture_default_recipe, default_training_schedule, has_component
 from .plan import OVERRIDABLE, Finding, Mode, ModelIdentity, OverrideRecord, Plan, Request, VaeIdentity
 
 MAX_SEED = 2**64 - 1
@@ -261,12 +261,18 @@ def resolve(
 
     # --- clip skip, VAE -------------------------------------------------------------------------------------------
     clip_skip = req.clip_skip if req.clip_skip is not None else (recipe.clip_skip or 1)
-    if clip_skip < 1:
+    if clip_skip != 1 and not has_component(model.architecture, "clip_skip"):
+        r.hard("clip_skip", f"{model.architecture} models have no CLIP text-encoder layers to skip; clip skip "
+               f"{clip_skip} would be recorded but could not apply", 1, clip_skip, "drop --clip-skip")
+    elif clip_skip < 1:
         r.hard("clip_skip", "clip skip counts layers from the end and starts at 1 (no skip)", recipe.clip_skip,
                clip_skip, "use 1 or 2")
     elif req.clip_skip is not None and recipe.clip_skip is not None and req.clip_skip != recipe.clip_skip:
         r.soft("clip_skip", "clip_skip", f"clip skip {req.clip_skip} differs from the recipe's {recipe.clip_skip}; "
                "the text encoder layer changes what the prompt means to the model", recipe.clip_skip, req.clip_skip)
+    if req.vae is not None and not has_component(model.architecture, "vae"):
+        r.hard("vae", f"{model.architecture} models sample pixels and have no VAE to replace", None, req.vae,
+               "drop --vae")
     vae = _resolve_vae(r, recipe, req)
 
     # --- seeds, batch, eta -----------------------------------------------------------------------------------------
