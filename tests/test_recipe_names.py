@@ -97,7 +97,7 @@ def test_variants_are_recorded_where_tools_disagree():
         ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3,
                                          "use_exponential_sigmas": True}, ("dpmpp_3m_sde", "exponential")),
         ("DDIMScheduler", {"timestep_spacing": "leading", "steps_offset": 1}, ("ddim", "ddim_uniform")),
-        ("UniPCMultistepScheduler", {}, ("uni_pc_bh2", "normal")),
+        ("UniPCMultistepScheduler", {}, ("uni_pc_bh2_diffusers", "normal")),
         ("KDPM2AncestralDiscreteScheduler", {"use_beta_sigmas": True}, ("dpm_2_ancestral", "beta_linear")),
     ],
 )

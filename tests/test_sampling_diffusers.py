@@ -214,7 +214,7 @@ SIGMA_SPACE = {  # iga name -> diffusers class
     "euler": diffusers.EulerDiscreteScheduler,
     "heun": diffusers.HeunDiscreteScheduler,
     "dpm_2": diffusers.KDPM2DiscreteScheduler,
-    "lms": diffusers.LMSDiscreteScheduler,
+    "lms_exact": diffusers.LMSDiscreteScheduler,  # ComfyUI's "lms" denoises on the step to 0 instead
 }
 
 
@@ -236,7 +236,7 @@ def test_sigma_space_samplers_linspace(unet, name, prediction):
     assert err <= EXACT
 
 
-@pytest.mark.parametrize("name", ["euler", "heun", "lms"])
+@pytest.mark.parametrize("name", ["euler", "heun", "lms_exact"])
 def test_sigma_space_samplers_karras(unet, name):
     """Karras sigmas (rho 7 over the table's range); these classes keep fractional timesteps, as iga does."""
     sched = scheduler(SIGMA_SPACE[name], "eps", use_karras_sigmas=True)
@@ -375,7 +375,7 @@ def run_unipc_peer(sched, unet, noise: torch.Tensor, steps: int) -> tuple[torch.
 
 
 @pytest.mark.parametrize("order", [2, 3])
-@pytest.mark.parametrize("name,variant", [("uni_pc", "bh1"), ("uni_pc_bh2", "bh2")])
+@pytest.mark.parametrize("name,variant", [("uni_pc_diffusers", "bh1"), ("uni_pc_bh2_diffusers", "bh2")])
 def test_unipc(unet, name, variant, order):
     """UniPC predictor-corrector, data prediction, lower_order_final, same order on both sides
     (diffusers' default is 2, iga's min(3, steps - 1)), final sigma 0 (diffusers' default).
@@ -400,7 +400,7 @@ def test_unipc(unet, name, variant, order):
     assert err <= EXACT
 
 
-@pytest.mark.parametrize("name,variant", [("uni_pc", "bh1"), ("uni_pc_bh2", "bh2")])
+@pytest.mark.parametrize("name,variant", [("uni_pc_diffusers", "bh1"), ("uni_pc_bh2_diffusers", "bh2")])
 def test_unipc_ending_at_sigma_min(unet, name, variant):
     """``final_sigmas_type="sigma_min"``: the last step is an ordinary first-order predictor step to sigma_min
     (no x = D limit), which both variants take without the bh1 NaN."""
@@ -418,10 +418,10 @@ def test_unipc_ending_at_sigma_min(unet, name, variant):
     assert err <= EXACT
 
 
-@pytest.mark.parametrize("name", ["uni_pc", "uni_pc_bh2"])
+@pytest.mark.parametrize("name", ["uni_pc_diffusers", "uni_pc_bh2_diffusers"])
 def test_unipc_karras_v(unet, name):
     """UniPC with Karras sigmas (diffusers rounds t: iga quantizes) on a v-prediction model."""
-    variant = "bh1" if name == "uni_pc" else "bh2"
+    variant = "bh1" if name == "uni_pc_diffusers" else "bh2"
     sched = scheduler(diffusers.UniPCMultistepScheduler, "v", use_karras_sigmas=True, solver_type=variant)
     vp = iga_schedule(sched, quantize=True)
     sigmas = karras(8, vp)
@@ -456,8 +456,9 @@ def test_ddim_eta0(unet, alpha_to_one, prediction):
 
 
 def test_ipndm_with_explicit_sigmas(unet):
-    """IPNDM (IPNDMScheduler): equal-step Adams-Bashforth on eps, applied as a DDIM step = iga's ``ipndm`` (AB on
-    d = eps in sigma; a DDIM step with eps held fixed is exactly x + (sigma' - sigma) eps).
+    """IPNDM (IPNDMScheduler): equal-step Adams-Bashforth on eps, applied as a DDIM step = iga's ``ipndm_diffusers``
+    (AB on d = eps in sigma; a DDIM step with eps held fixed is exactly x + (sigma' - sigma) eps). It takes the AB
+    step on the step to sigma = 0 too, where ComfyUI's ``ipndm`` returns x = D.
 
     IPNDMScheduler is built for continuous-time v-models: it takes ``trained_betas`` as the VP sigma of each step
     (we pass iga's Karras list as sigma / sqrt(sigma^2 + 1), ending in 0), computes eps = sigma x + alpha v, and
@@ -478,7 +479,7 @@ def test_ipndm_with_explicit_sigmas(unet):
     noise = init_noise(13)
     theirs, calls = run_peer(sched, unet, noise, set_kw={"num_inference_steps": 8}, model_t=model_t)
     assert_same_sigmas(sched, sigmas, rtol=2e-5)
-    ours, nfe = run_iga("ipndm", unet, noise, sigmas, vp, "v", noise_scaling="vp_max")
+    ours, nfe = run_iga("ipndm_diffusers", unet, noise, sigmas, vp, "v", noise_scaling="vp_max")
     assert nfe == calls
     err = rel(ours, theirs)
     report("ipndm IPNDMScheduler (trained_betas = iga karras list) v", err)

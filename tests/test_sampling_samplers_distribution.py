@@ -57,6 +57,11 @@ def make_model(name: str, kind: str):
 
 def options(name: str, **extra) -> dict:
     opts = {"eta": 1.0} if name == "ddim" else {}
+    if name.startswith("sa_solver"):
+        # noise over the whole range: outside its window SA-Solver is an ODE solver, which carries the offset of a
+        # flow grid's lambda cap at sigma = 1 (1 - 1e-4, as ComfyUI) to the end; its default window is checked in
+        # tests/test_sampling_samplers_new.py
+        opts.update(sde_start_percent=0.0, sde_end_percent=1.0)
     opts.update(extra)
     return opts
 

@@ -53,7 +53,6 @@ ETA0_PAIRS = [
     ("euler_ancestral_cfg_pp", {"eta": 0.0}, "euler", {}),
     ("euler_cfg_pp", {}, "euler", {}),
     ("dpmpp_2m_cfg_pp", {}, "dpmpp_2m", {}),
-    ("ipndm_v", {}, "lms", {}),
     ("heun", {"s_churn": 0.0}, "restart", {}),
 ]
 
@@ -88,6 +87,31 @@ def test_ipndm_is_lms_on_a_uniform_grid() -> None:
     # ... and differ on a non-uniform one
     sig = karras(16)
     assert not torch.allclose(run("ipndm", "vp", sig, x, seed=None), run("lms", "vp", sig, x, seed=None))
+
+
+@pytest.mark.parametrize("comfyui,other", [("lms", "lms_exact"), ("ipndm", "ipndm_diffusers"),
+                                           ("uni_pc", "uni_pc_diffusers"), ("uni_pc_bh2", "uni_pc_bh2_diffusers")])
+def test_comfyui_and_other_forms_differ_only_at_sigma_zero(comfyui: str, other: str) -> None:
+    """The ComfyUI forms and their k-diffusion/diffusers variants differ only in how a list ending in 0 ends."""
+    for kind, sig in KINDS:
+        x = start(kind, sig)
+        head = sig[:-1]  # the same list without its final 0
+        torch.testing.assert_close(run(comfyui, kind, head, x, seed=None), run(other, kind, head, x, seed=None),
+                                   **TIGHT)
+        assert not torch.allclose(run(comfyui, kind, sig, x, seed=None), run(other, kind, sig, x, seed=None))
+
+
+def test_ipndm_v_is_ipndm_on_a_uniform_grid_only_up_to_order_3() -> None:
+    """diff-sampler's variable-step weights reduce to AB3 for equal steps, but its 4th-order ones are not AB4's."""
+    from iga.sampling.samplers.multistep import ipndm_v_weights
+
+    sig = torch.linspace(8.0, 0.5, 17, dtype=torch.float64)
+    x = start("vp", sig)
+    torch.testing.assert_close(run("ipndm_v", "vp", sig, x, seed=None, max_order=3),
+                               run("ipndm", "vp", sig, x, seed=None, max_order=3), **TIGHT)
+    assert not torch.allclose(run("ipndm_v", "vp", sig, x, seed=None), run("ipndm", "vp", sig, x, seed=None))
+    assert ipndm_v_weights([-0.5] * 3) == pytest.approx([23 / 12, -16 / 12, 5 / 12], rel=1e-14)
+    assert ipndm_v_weights([-0.5] * 4) == pytest.approx([57 / 24, -65 / 24, 43 / 24, -11 / 24], rel=1e-14)
 
 
 def test_euler_cfg_pp_step_formula() -> None:

@@ -66,6 +66,12 @@ def has_ode_member(name: str) -> bool:
     return spec.order >= 1 and (not spec.stochastic or "eta" in spec.options or name == "restart")
 
 
+# ipndm_v (diff-sampler's weights) settles into its rates only at more steps: its 4th-order weights add an h^3 term
+# of the opposite sign to the start-up's h^2 one (they cancel near N = 64-128), and its steady-state error turns from
+# h^2 to h^3 only by N ~ 256 (fitted over 64..256: 1.5 and 2.55).
+STEPS_FOR = {"ipndm_v": (256, 512, 1024)}
+
+
 def fitted_order(ns, errs) -> float:
     """Minus the least-squares slope of log(error) against log(steps)."""
     return -float(np.polyfit(np.log(ns), np.log(errs), 1)[0])
@@ -81,10 +87,15 @@ def gaussian_error(name: str, kind: str, sig: torch.Tensor, **opts) -> float:
     return float((out - exact).abs().max())
 
 
+# SA-Solver's global order (3, set by the order-2 corrector of its first step) shows only past ~500 steps: below
+# that its 4th-order steady-state error dominates and, with the opposite sign in some components, makes the fitted
+# slope erratic; tests/test_sampling_samplers_new.py measures it there.
+LATE_ORDER = {"sa_solver", "sa_solver_pece"}
+
 ORDER_CASES = [
     (name, prob)
     for name, spec in SAMPLERS.items()
-    if has_ode_member(name) and not spec.adaptive and name != "dpm_fast"
+    if has_ode_member(name) and not spec.adaptive and name != "dpm_fast" and name not in LATE_ORDER
     for prob in PROBLEMS
     if PROBLEMS[prob][0] in ("vp",) or "flow" in spec.parameterizations
 ]
@@ -93,9 +104,10 @@ ORDER_CASES = [
 @pytest.mark.parametrize("name,problem", ORDER_CASES)
 def test_global_order_matches_declared(name: str, problem: str) -> None:
     kind, grid = PROBLEMS[problem]
-    errs = [gaussian_error(name, kind, grid(n), **deterministic_options(name)) for n in NS]
+    ns = STEPS_FOR.get(name, NS)
+    errs = [gaussian_error(name, kind, grid(n), **deterministic_options(name)) for n in ns]
     assert errs[-1] < errs[0], f"{name}: error does not decrease with steps: {errs}"
-    measured = fitted_order(NS, errs)
+    measured = fitted_order(ns, errs)
     declared = SAMPLERS[name].order
     assert abs(measured - declared) <= TOL, f"{name} on {problem}: measured order {measured:.2f}, declared {declared}"
 
@@ -196,7 +208,7 @@ def test_steady_state_order_matches_max_order(name: str) -> None:
     opts = deterministic_options(name)
     if name.startswith("uni_pc"):
         opts["lower_order_final"] = False  # its last steps are in the curved region
-    ns = [3 * k - 1 for k in (32, 64, 128)] if name == "dpm_fast" else list(NS)
+    ns = [3 * k - 1 for k in (32, 64, 128)] if name == "dpm_fast" else list(STEPS_FOR.get(name, NS))
     errs = []
     for n in ns:
         out = spec.fn(FlatStartDenoiser(), FLAT_X0.clone(), exp_grid(n, SMAX, SMIN), **opts)

@@ -14,6 +14,10 @@ REQUIRED = {
     "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm",
     "ddim", "lcm", "ipndm", "ipndm_v", "deis", "uni_pc", "uni_pc_bh2", "res_multistep", "restart",
     "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+    # the rest of ComfyUI's KSAMPLER_NAMES (issue 12)
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde_gpu",
+    "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
+    "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece",
 }
 
 
@@ -34,7 +38,7 @@ def test_spec_is_consistent_with_function(name: str) -> None:
     accepted = {p for p in params if p not in ("model", "x", "sigmas", "noise", "callback")}
     assert declared == accepted, f"{name}: options {sorted(declared)} vs signature {sorted(accepted)}"
     assert spec.nfe_per_step in (1, 2, 3)
-    assert spec.noise in ("none", "seeded", "brownian")
+    assert spec.noise in ("none", "seeded", "brownian", "brownian_device")
     assert set(spec.parameterizations) <= {"eps", "v", "x0", "flow"} and spec.parameterizations
     assert spec.max_order is None or spec.max_order >= spec.order
     assert spec.doc and spec.fn.__doc__, f"{name} needs a one-line doc and a docstring with its update rule"
@@ -49,11 +53,19 @@ def test_declared_properties_follow_comfyui() -> None:
                                                                         "uni_pc_bh2"}
     assert {n for n, s in SAMPLERS.items() if s.noise == "brownian"} == {"dpmpp_sde", "dpmpp_2m_sde",
                                                                         "dpmpp_2m_sde_heun", "dpmpp_3m_sde"}
-    assert {n for n, s in SAMPLERS.items() if s.nfe_per_step == 2} == {"heun", "dpm_2", "dpm_2_ancestral",
-                                                                      "dpmpp_2s_ancestral", "dpmpp_sde", "restart"}
-    assert SAMPLERS["heunpp2"].nfe_per_step == 3
-    assert {n for n, s in SAMPLERS.items() if s.needs_uncond} == {"euler_cfg_pp", "euler_ancestral_cfg_pp",
-                                                                 "dpmpp_2m_cfg_pp"}
+    # ComfyUI's *_gpu samplers: the same functions with the Brownian tree on the model's device
+    gpu = {n for n, s in SAMPLERS.items() if s.noise == "brownian_device"}
+    assert gpu == {"dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde_gpu"}
+    for name in gpu:
+        plain = SAMPLERS[name.removesuffix("_gpu")]
+        assert SAMPLERS[name].fn is plain.fn and SAMPLERS[name].options == plain.options
+    assert {n for n, s in SAMPLERS.items() if s.nfe_per_step == 2} == {
+        "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "restart",
+        "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde_gpu", "seeds_2", "sa_solver_pece"}
+    assert SAMPLERS["heunpp2"].nfe_per_step == 3 and SAMPLERS["seeds_3"].nfe_per_step == 3
+    assert {n for n, s in SAMPLERS.items() if s.needs_uncond} == {
+        "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp", "dpmpp_2s_ancestral_cfg_pp",
+        "res_multistep_cfg_pp", "res_multistep_ancestral_cfg_pp", "gradient_estimation_cfg_pp"}
     assert SAMPLERS["dpm_adaptive"].adaptive
     assert not SAMPLERS["ddim"].stochastic and not SAMPLERS["euler"].stochastic
     assert SAMPLERS["restart"].parameterizations == ("eps", "v", "x0")

@@ -114,6 +114,17 @@ OPTIONS: dict[str, OptionSpec] = {o.name: o for o in (
     _F("max_nfe", "int", "stop the adaptive solver after this many model calls", 1.0, 100_000.0),
     _F("lower_order_final", "bool", "UniPC: lower the order on the last steps (stabler at few steps)"),
     _F("restart_list", "restart_list", "restart schedule {step: [restart_steps, restart_times, max_sigma]}"),
+    _F("ge_gamma", "float", "gradient estimation: weight gamma of the slope-change term (1: Euler)", 0.0, 100.0),
+    _F("max_stage", "int", "ER-SDE: highest stage (number of past model outputs used + 1)", 1.0, 3.0),
+    _F("r_1", "float", "SEEDS-3: position of the first intermediate stage, as a fraction of the step in log-SNR",
+       0.0, 1.0, low_open=True),
+    _F("r_2", "float", "SEEDS-3: position of the second intermediate stage, as a fraction of the step in log-SNR",
+       0.0, 1.0, low_open=True),
+    _F("predictor_order", "int", "SA-Solver: highest order of the predictor", 1.0, 6.0),
+    _F("corrector_order", "int", "SA-Solver: highest order of the corrector (0: no corrector)", 0.0, 6.0),
+    _F("sde_start_percent", "float", "SA-Solver: noise from this fraction of the model's noise range on", 0.0, 1.0),
+    _F("sde_end_percent", "float", "SA-Solver: noise up to this fraction of the model's noise range", 0.0, 1.0),
+    _F("simple_order_2", "bool", "SA-Solver: the paper's simplified weights when two nodes are used"),
 )}
 
 

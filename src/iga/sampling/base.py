@@ -72,7 +72,8 @@ class SamplerSpec:
     order: int  # declared convergence order of the deterministic solver
     stochastic: bool  # injects noise by default
     parameterizations: tuple[str, ...]  # which of eps/v/x0/flow it supports
-    noise: Literal["none", "seeded", "brownian"]  # the noise source it wants
+    # the noise source it wants; "brownian_device": the Brownian tree generated on the model's device (ComfyUI *_gpu)
+    noise: Literal["none", "seeded", "brownian", "brownian_device"]
     discard_penultimate: bool = False  # ComfyUI/A1111 compute steps+1 sigmas and drop sigma[-2]
     options: tuple[str, ...] = ()  # keyword options it accepts (eta, s_noise, ...)
     doc: str = ""

@@ -14,6 +14,8 @@ bit-identical to seed k generated alone, on any device:
   ``[sigma_lo, sigma_hi]``, built by seeded midpoint bisection in float64 (our own; not bit-identical to
   torchsde/k-diffusion). ``W`` is a fixed function of the time, so an increment never depends on which
   other intervals were queried, and a sampler run with extra steps in the middle sees the same Brownian path.
+  Kind ``"brownian_device"`` (ComfyUI's ``*_gpu`` samplers) builds the same tree with generators on the model's
+  device instead: on the CPU it is the same noise bit for bit; on a GPU it is a different (device-RNG) path.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def check_seed(seed: int) -> int:
 
 def _cpu_generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed & _U64)
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the Brownian-bridge arithmetic, except on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _image_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -110,7 +117,7 @@ def _node_seed(seed: int, level: int, index: int) -> int:
 
 
 class BrownianPath:
-    """One image's virtual Brownian motion W on [t0, t1] with W(t0) = 0 (float64, CPU).
+    """One image's virtual Brownian motion W on [t0, t1] with W(t0) = 0 (float64; on the CPU unless ``device``).
 
     ``W(t1) = sqrt(t1 - t0) z_root``; the midpoint m of a dyadic interval [a, b] gets the Brownian-bridge
     value ``(W(a) + W(b)) / 2 + sqrt((b - a) / 4) z``, where each z is a standard normal tensor from a
@@ -121,7 +128,7 @@ class BrownianPath:
     """
 
     def __init__(self, seed: int, t0: float, t1: float, shape: Sequence[int], *, depth: int = 32,
-                 cache_size: int = 256):
+                 cache_size: int = 256, device: torch.device | str = "cpu"):
         if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
             raise NoiseError(f"Brownian path needs finite t0 < t1, got [{t0}, {t1}]")
         if not 1 <= depth <= 60:
@@ -129,15 +136,21 @@ class BrownianPath:
         self.seed, self.t0, self.t1 = check_seed(seed), float(t0), float(t1)
         self.shape = _image_shape(shape)
         self.depth = int(depth)
+        # the generators and the bridge arithmetic live here; "cpu" (the default) is the portable path
+        self.device = torch.device(device)
+        self.dtype = _work_dtype(self.device)
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._cache_size = int(cache_size)
         self._results: OrderedDict[float, torch.Tensor] = OrderedDict()  # step i's end is step i+1's start
         self._w1 = math.sqrt(self.t1 - self.t0) * self._normal(0, 0)
 
     def _normal(self, level: int, index: int) -> torch.Tensor:
-        g = _cpu_generator(_node_seed(self.seed, level, index))
+        seed = _node_seed(self.seed, level, index)
         # float32 draws are ~6x faster on CPU than float64 ones; the bridge arithmetic stays float64
-        return torch.randn(self.shape, generator=g, dtype=torch.float32).to(torch.float64)
+        if self.device.type == "cpu":
+            return torch.randn(self.shape, generator=_cpu_generator(seed), dtype=torch.float32).to(torch.float64)
+        g = torch.Generator(self.device).manual_seed(seed & _U64)
+        return torch.randn(self.shape, generator=g, dtype=torch.float32, device=self.device).to(self.dtype)
 
     def _midpoint(self, level: int, index: int, a: float, b: float, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
         key = (level, index)
@@ -152,7 +165,7 @@ class BrownianPath:
         return wm
 
     def __call__(self, t: float) -> torch.Tensor:
-        """W(t) for t in [t0, t1] (float64 tensor of the image shape; do not modify it in place)."""
+        """W(t) for t in [t0, t1] (float64 tensor of the image shape on the path's device; do not modify it)."""
         t = float(t)
         span = self.t1 - self.t0
         if t < self.t0 - 1e-9 * span or t > self.t1 + 1e-9 * span or not math.isfinite(t):
@@ -168,7 +181,7 @@ class BrownianPath:
 
     def _evaluate(self, t: float) -> torch.Tensor:
         a, b = self.t0, self.t1
-        wa, wb = torch.zeros(self.shape, dtype=torch.float64), self._w1
+        wa, wb = torch.zeros(self.shape, dtype=self.dtype, device=self.device), self._w1
         if t == a:
             return wa
         if t == b:
@@ -193,21 +206,22 @@ class BrownianTreeNoiseSampler:
     The path domain is ``[sigma_lo, sigma_hi]`` (default lo = 0, so a step to sigma = 0 can be queried too);
     pick ``sigma_hi`` from the model/schedule (e.g. the first sigma), not the step count, so that runs with
     more steps see the same path. Flow models use [0, 1]. Each image k uses ``seeds[k] + offset`` (default 0,
-    like ComfyUI's Brownian sampler, which takes the seed as is).
+    like ComfyUI's Brownian sampler, which takes the seed as is). ``device`` is where the tree is generated
+    (default the CPU; ComfyUI's ``*_gpu`` samplers generate it on the model's device).
     """
 
     def __init__(self, x_like: torch.Tensor, seeds: Sequence[int], *, sigma_hi: float, sigma_lo: float = 0.0,
-                 offset: int = 0, depth: int = 32, cache_size: int = 256):
+                 offset: int = 0, depth: int = 32, cache_size: int = 256, device: torch.device | str = "cpu"):
         if len(seeds) != x_like.shape[0]:
             raise NoiseError(f"got {len(seeds)} seeds for a batch of {x_like.shape[0]} images")
         self.device, self.dtype = x_like.device, x_like.dtype
         self.sigma_lo, self.sigma_hi = float(sigma_lo), float(sigma_hi)
         shape = x_like.shape[1:]
         self.paths = [BrownianPath((check_seed(s) + offset) & _U64, self.sigma_lo, self.sigma_hi, shape,
-                                   depth=depth, cache_size=cache_size) for s in seeds]
+                                   depth=depth, cache_size=cache_size, device=device) for s in seeds]
 
     def increment(self, sigma: torch.Tensor | float, sigma_next: torch.Tensor | float) -> torch.Tensor:
-        """Unscaled ``W(sigma_next) - W(sigma)`` per image (float64, CPU)."""
+        """Unscaled ``W(sigma_next) - W(sigma)`` per image (float64, on the tree's device)."""
         s0, s1 = self._per_image(sigma), self._per_image(sigma_next)
         return torch.stack([p(b) - p(a) for p, a, b in zip(self.paths, s0, s1)])
 
@@ -229,7 +243,7 @@ class BrownianTreeNoiseSampler:
         return [float(sigma)] * len(self.paths)
 
 
-NoiseKind = Literal["none", "seeded", "brownian"]
+NoiseKind = Literal["none", "seeded", "brownian", "brownian_device"]
 BROWNIAN_HEADROOM = 1.5
 
 
@@ -240,6 +254,7 @@ def make_noise_sampler(kind: NoiseKind, x_like: torch.Tensor, seeds: Sequence[in
     ``"brownian"`` spans [0, 1.5 * max(sigmas)]: the headroom covers samplers that raise sigma above the
     list (Karras churn reaches at most sqrt(2) * sigma); the path depends only on that bound, so lists that
     share their first sigma (any step count of the same schedule) see the same Brownian motion.
+    ``"brownian_device"`` is the same tree generated on ``x_like``'s device (equal to ``"brownian"`` on the CPU).
     """
     if kind == "none":
         return None
@@ -247,4 +262,7 @@ def make_noise_sampler(kind: NoiseKind, x_like: torch.Tensor, seeds: Sequence[in
         return SeededNoiseSampler(x_like, seeds)
     if kind == "brownian":
         return BrownianTreeNoiseSampler(x_like, seeds, sigma_hi=BROWNIAN_HEADROOM * float(sigmas.max()))
-    raise NoiseError(f"unknown noise kind {kind!r}; expected 'none', 'seeded' or 'brownian'")
+    if kind == "brownian_device":
+        return BrownianTreeNoiseSampler(x_like, seeds, sigma_hi=BROWNIAN_HEADROOM * float(sigmas.max()),
+                                        device=x_like.device)
+    raise NoiseError(f"unknown noise kind {kind!r}; expected 'none', 'seeded', 'brownian' or 'brownian_device'")
