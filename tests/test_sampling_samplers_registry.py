@@ -37,7 +37,7 @@ def test_spec_is_consistent_with_function(name: str) -> None:
     declared = set(spec.options)
     accepted = {p for p in params if p not in ("model", "x", "sigmas", "noise", "callback")}
     assert declared == accepted, f"{name}: options {sorted(declared)} vs signature {sorted(accepted)}"
-    assert spec.nfe_per_step in (1, 2, 3)
+    assert spec.nfe_per_step in ((0,) if spec.adaptive else (1, 2, 3))  # 0: adaptive, not known per step
     assert spec.noise in ("none", "seeded", "brownian", "brownian_device")
     assert set(spec.parameterizations) <= {"eps", "v", "x0", "flow"} and spec.parameterizations
     assert spec.max_order is None or spec.max_order >= spec.order
@@ -77,3 +77,34 @@ def test_unknown_name_suggests_close_matches() -> None:
     with pytest.raises(SamplingError, match="Known:"):
         get_sampler("zzz")
     assert get_sampler("lms") is SAMPLERS["lms"]
+
+
+def test_every_sampler_property_comes_from_the_one_catalog() -> None:
+    """The registry, the name table and provenance read the catalog; none states a sampler property itself."""
+    from iga.catalog.samplers import SAMPLERS as CATALOG
+    from iga.provenance import labels
+    from iga.recipe import names
+
+    assert set(SAMPLERS) == set(CATALOG) and names.SAMPLERS == tuple(CATALOG.values())
+    for name, spec in SAMPLERS.items():
+        info = CATALOG[name]
+        assert (spec.order, spec.nfe_per_step, spec.stochastic, spec.noise, spec.options, spec.max_order,
+                spec.parameterizations, spec.discard_penultimate, spec.needs_uncond, spec.adaptive, spec.doc) == (
+            info.order, info.nfe_per_step, info.stochastic, info.noise, info.options, info.formula_order,
+            info.parameterizations, info.discard_penultimate, info.needs_uncond, info.adaptive, info.doc)
+        assert labels.sampler_label(name) == (info.a1111_label or name)
+    assert not [k for k in vars(labels) if k.isupper() or k.startswith("_") and k.endswith("LABELS")]
+
+
+def test_the_comfyui_names_are_comfyuis_42() -> None:
+    """ComfyUI's KSampler names at the oracle's commit (comfy/samplers.py: KSAMPLER_NAMES + ddim, uni_pc, uni_pc_bh2)."""
+    from iga.catalog.samplers import COMFYUI_SAMPLERS
+
+    comfyui = {"euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+               "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
+               "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+               "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm",
+               "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+               "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde",
+               "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"}
+    assert len(comfyui) == 42 and set(COMFYUI_SAMPLERS) == comfyui

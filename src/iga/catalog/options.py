@@ -155,7 +155,8 @@ NARROWED: dict[tuple[str, str], dict[str, Any]] = {
     ("dpm_adaptive", "order"): {"low": 2.0, "high": 3.0},
     ("uni_pc", "order"): {"high": 3.0},
     ("uni_pc_bh2", "order"): {"high": 3.0},
-    ("deis", "max_order"): {"high": 3.0},
+    ("uni_pc_diffusers", "order"): {"high": 3.0},
+    ("uni_pc_bh2_diffusers", "order"): {"high": 3.0},
 }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -108,19 +109,26 @@ def draw(noise: NoiseSampler, sigma: float, sigma_next: float, like: torch.Tenso
     return z.to(device=like.device, dtype=like.dtype)
 
 
-def check_nonneg(name: str, value: float, sampler: str) -> float:
-    """Return ``value`` as float if finite and >= 0, else raise."""
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise SamplingError(f"{sampler}: option {name} must be a finite number >= 0, got {value!r}")
-    return v
+def option_value(name: str, value: Any, sampler: str) -> Any:
+    """``value`` if the catalog allows it for this sampler's option ``name`` (the guard checks the same), else
+    raise: direct callers of the engine get the refusal a plan would have got."""
+    from iga.catalog import option_problems
+    from iga.catalog.samplers import SAMPLERS as CATALOG
+
+    specs = CATALOG[sampler].option_specs
+    if name not in specs:  # a shared loop's fixed internal value (res_multistep runs its ancestral loop at eta 0)
+        return value
+    problems = option_problems(sampler, specs, {name: value})
+    if problems:
+        raise SamplingError(problems[name])
+    return float(value) if specs[name].kind == "float" else int(value) if specs[name].kind == "int" else value
 
 
 def noise_options(sampler: str, eta: float, s_noise: float, sig: Sequence[float], noise: NoiseSampler | None,
                   why: str = "eta > 0 injects noise") -> tuple[float, float]:
     """Check eta and s_noise; require a noise sampler when eta > 0 and a step actually adds noise."""
-    eta = check_nonneg("eta", eta, sampler)
-    s_noise = check_nonneg("s_noise", s_noise, sampler)
+    eta = option_value("eta", eta, sampler)
+    s_noise = option_value("s_noise", s_noise, sampler)
     if eta > 0 and sig[1] > 0:
         require_noise(noise, sampler, why)
     return eta, s_noise

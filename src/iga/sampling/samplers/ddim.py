@@ -13,7 +13,7 @@ import torch
 from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
     alpha,
-    check_nonneg,
+    option_value,
     noise_options,
     check_sigmas,
     ddim_step,
@@ -99,7 +99,7 @@ def sample_lcm(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSamp
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "lcm")
-    s_noise = check_nonneg("s_noise", s_noise, "lcm")
+    s_noise = option_value("s_noise", s_noise, "lcm")
     if sig[1] > 0:
         require_noise(noise, "lcm", "every step but the last draws fresh noise")
     sdt = sigma_dtype(sigmas, x)

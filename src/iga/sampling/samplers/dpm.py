@@ -23,7 +23,7 @@ from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
 from iga.sampling.samplers._common import (
     FLOW_SIGMA_CAP,
     alpha,
-    check_nonneg,
+    option_value,
     check_sigmas,
     denoise,
     draw,
@@ -120,8 +120,8 @@ def sample_dpm_fast(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Nois
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpm_fast")
-    eta = check_nonneg("eta", eta, "dpm_fast")
-    s_noise = check_nonneg("s_noise", s_noise, "dpm_fast")
+    eta = option_value("eta", eta, "dpm_fast")
+    s_noise = option_value("s_noise", s_noise, "dpm_fast")
     s_max, s_min = _endpoints(sig, kind, "dpm_fast")
     if eta > 0:
         require_noise(noise, "dpm_fast", "eta > 0 injects noise")
@@ -192,15 +192,13 @@ def sample_dpm_adaptive(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: 
     accept or shrink. The call at lambda_s is reused after a rejection. The NFE is not known in advance
     (at most ``max_nfe``).
     """
-    if order not in (2, 3):
-        raise SamplingError(f"dpm_adaptive: option order must be 2 or 3, got {order!r}")
+    order = option_value("order", order, "dpm_adaptive")
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpm_adaptive")
-    eta = check_nonneg("eta", eta, "dpm_adaptive")
-    s_noise = check_nonneg("s_noise", s_noise, "dpm_adaptive")
-    for nm, v in (("rtol", rtol), ("atol", atol), ("h_init", h_init), ("accept_safety", accept_safety)):
-        if not float(v) > 0:
-            raise SamplingError(f"dpm_adaptive: option {nm} must be > 0, got {v!r}")
+    eta = option_value("eta", eta, "dpm_adaptive")
+    s_noise = option_value("s_noise", s_noise, "dpm_adaptive")
+    rtol, atol, h_init, accept_safety = (option_value(nm, v, "dpm_adaptive") for nm, v in (
+        ("rtol", rtol), ("atol", atol), ("h_init", h_init), ("accept_safety", accept_safety)))
     s_max, s_min = _endpoints(sig, kind, "dpm_adaptive")
     if eta > 0:
         require_noise(noise, "dpm_adaptive", "eta > 0 injects noise")

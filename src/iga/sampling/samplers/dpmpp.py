@@ -21,8 +21,9 @@ import math
 
 import torch
 
-from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
+from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
+    option_value,
     alpha,
     ancestral_step,
     capped_for_lambda,
@@ -79,8 +80,7 @@ def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: 
     ``alpha' c (1/r) (D_i - D_{i-1})`` where c = (1 - e^-H) / 2 ("midpoint") or c = 1 - (1 - e^-H) / H ("heun",
     the exact integral of the linear interpolant). eta = 0 with "midpoint" is dpmpp_2m.
     """
-    if solver_type not in ("midpoint", "heun"):
-        raise SamplingError(f"dpmpp_2m_sde: solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
+    solver_type = option_value("solver_type", solver_type, "dpmpp_2m_sde")
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpmpp_2m_sde")
     eta, s_noise = noise_options("dpmpp_2m_sde", eta, s_noise, sig, noise, "eta > 0 makes it an SDE solver")
@@ -207,9 +207,7 @@ def sample_dpmpp_sde(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noi
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "dpmpp_sde")
-    r = float(r)
-    if not 0 < r <= 1:
-        raise SamplingError(f"dpmpp_sde: option r must be in (0, 1], got {r!r}")
+    r = option_value("r", r, "dpmpp_sde")
     eta, s_noise = noise_options("dpmpp_sde", eta, s_noise, sig, noise, "eta > 0 makes it an SDE solver")
     ls, sdt = capped_for_lambda(sig, kind), sigma_dtype(sigmas, x)
     fac = 1.0 / (2.0 * r)

@@ -14,7 +14,7 @@ import torch
 from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
     ancestral_step,
-    check_nonneg,
+    option_value,
     noise_options,
     check_sigmas,
     churn,
@@ -30,8 +30,8 @@ _INF = math.inf
 
 
 def _churn_opts(name: str, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> dict:
-    return {"s_churn": check_nonneg("s_churn", s_churn, name), "s_tmin": float(s_tmin), "s_tmax": float(s_tmax),
-            "s_noise": check_nonneg("s_noise", s_noise, name)}
+    return {"s_churn": option_value("s_churn", s_churn, name), "s_tmin": float(s_tmin), "s_tmax": float(s_tmax),
+            "s_noise": option_value("s_noise", s_noise, name)}
 
 
 def sample_euler(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSampler | None = None,

@@ -14,8 +14,9 @@ import math
 import numpy as np
 import torch
 
-from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
+from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
+    option_value,
     alpha,
     ancestral_step,
     capped_for_lambda,
@@ -51,10 +52,8 @@ def lagrange_integrals(nodes: list[float], a: float, b: float) -> list[float]:
     return out
 
 
-def _check_order(name: str, order: int, top: int) -> int:
-    if isinstance(order, bool) or int(order) != order or not 1 <= int(order) <= top:
-        raise SamplingError(f"{name}: option order must be an integer from 1 to {top}, got {order!r}")
-    return int(order)
+def _check_order(name: str, option: str, value: int) -> int:
+    return option_value(option, value, name)
 
 
 def _multistep(name: str, model, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback | None,
@@ -92,7 +91,7 @@ def sample_lms(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSamp
     rounding on these polynomials). The step to sigma = 0 is ComfyUI's denoising step x = D (Euler);
     ``lms_exact`` integrates the polynomial down to 0 instead.
     """
-    order = _check_order("lms", order, 6)
+    order = _check_order("lms", "order", order)
     return _multistep("lms", model, x, sigmas, callback, order, _lms_weights, denoise_at_zero=True)
 
 
@@ -103,7 +102,7 @@ def sample_lms_exact(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noi
     k-diffusion's original ``sample_lms`` (A1111) and diffusers' LMSDiscreteScheduler. On the last step the
     extrapolated polynomial replaces ComfyUI's Euler step (x = D): a higher-order step where d = eps is smooth.
     """
-    order = _check_order("lms_exact", order, 6)
+    order = _check_order("lms_exact", "order", order)
     return _multistep("lms_exact", model, x, sigmas, callback, order, _lms_weights, denoise_at_zero=False)
 
 
@@ -124,14 +123,14 @@ def sample_ipndm(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSa
     (ComfyUI). On a non-uniform grid the equal-step weights are exact only to second order, so the steady-state
     order is 4 on a uniform sigma grid and 2 on others (Karras, exponential, ...).
     """
-    max_order = _check_order("ipndm", max_order, 4)
+    max_order = _check_order("ipndm", "max_order", max_order)
     return _multistep("ipndm", model, x, sigmas, callback, max_order, _equal_step_ab_weights, denoise_at_zero=True)
 
 
 def sample_ipndm_diffusers(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSampler | None = None,
                            callback: StepCallback | None = None, max_order: int = 4) -> torch.Tensor:
     """ipndm with the Adams-Bashforth step also on the step to sigma = 0 (diffusers' IPNDMScheduler)."""
-    max_order = _check_order("ipndm_diffusers", max_order, 4)
+    max_order = _check_order("ipndm_diffusers", "max_order", max_order)
     return _multistep("ipndm_diffusers", model, x, sigmas, callback, max_order, _equal_step_ab_weights,
                       denoise_at_zero=False)
 
@@ -179,7 +178,7 @@ def sample_ipndm_v(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noise
     equal steps they reduce to AB3, and at order 4 to a 3rd-order formula: weights (57, -65, 43, -11)/24 where AB4
     has (55, -59, 37, -9)/24). The exact variable-step AB is ``lms`` / ``lms_exact``.
     """
-    max_order = _check_order("ipndm_v", max_order, 4)
+    max_order = _check_order("ipndm_v", "max_order", max_order)
     return _multistep("ipndm_v", model, x, sigmas, callback, max_order, _ipndm_v_step_weights, denoise_at_zero=True)
 
 
@@ -236,7 +235,7 @@ def sample_deis(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSam
     min(i+1, max_order) nodes and integrates ``dx = d dsigma`` exactly against it: ``x_{i+1} = x_i + sum_j c_j
     d_{i-j}`` with ``c_j = int sigma'(t) l_j(t) dt``. The first step is Euler and the step to sigma = 0 is x = D.
     """
-    max_order = _check_order("deis", max_order, 4)
+    max_order = _check_order("deis", "max_order", max_order)
     kind = model_kind(model)
     ts = [vp_time(s) for s in check_sigmas(sigmas, kind, "deis")]
 

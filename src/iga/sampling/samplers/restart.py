@@ -23,7 +23,7 @@ import torch
 
 from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
 from iga.sampling.samplers._common import (
-    check_nonneg,
+    option_value,
     check_sigmas,
     denoise,
     draw,
@@ -92,7 +92,7 @@ def sample_restart(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noise
     if kind != "vp":
         raise SamplingError("restart supports VP (eps/v/x0) models only: its restart levels are VP sigmas")
     check_sigmas(sigmas, kind, "restart")
-    s_noise = check_nonneg("s_noise", s_noise, "restart")
+    s_noise = option_value("s_noise", s_noise, "restart")
     segments = restart_segments(sigmas, restart_list)
     if any(b > a for (_, a), (b, _) in zip(segments, segments[1:])):
         require_noise(noise, "restart", "each restart adds fresh noise")

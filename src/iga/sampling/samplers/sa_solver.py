@@ -22,11 +22,11 @@ import math
 import numpy as np
 import torch
 
-from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
+from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
     alpha,
     capped_for_lambda,
-    check_nonneg,
+    option_value,
     check_sigmas,
     denoise,
     draw,
@@ -107,10 +107,8 @@ def percent_to_sigma(model, kind: str, percent: float) -> float:
     return float(sched.t_to_sigma((1.0 - percent) * (sched.num_train_timesteps - 1)))
 
 
-def _check_order(name: str, option: str, value, lo: int) -> int:
-    if isinstance(value, bool) or int(value) != value or not lo <= int(value) <= 6:
-        raise SamplingError(f"{name}: option {option} must be an integer from {lo} to 6, got {value!r}")
-    return int(value)
+def _check_order(name: str, option: str, value) -> int:
+    return option_value(option, value, name)
 
 
 def _weights(nodes: list[float], lam_s: float, lam_t: float, tau: float, simple: bool, corrector: bool):
@@ -129,9 +127,9 @@ def _sa_solver(name: str, model, x: torch.Tensor, sigmas: torch.Tensor, noise: N
                callback: StepCallback | None, opts: dict, pece: bool) -> torch.Tensor:
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, name)
-    eta, s_noise = check_nonneg("eta", opts["eta"], name), check_nonneg("s_noise", opts["s_noise"], name)
-    p_order = _check_order(name, "predictor_order", opts["predictor_order"], 1)
-    c_order = _check_order(name, "corrector_order", opts["corrector_order"], 0)
+    eta, s_noise = option_value("eta", opts["eta"], name), option_value("s_noise", opts["s_noise"], name)
+    p_order = _check_order(name, "predictor_order", opts["predictor_order"])
+    c_order = _check_order(name, "corrector_order", opts["corrector_order"])
     hi = percent_to_sigma(model, kind, float(opts["sde_start_percent"]))
     lo = percent_to_sigma(model, kind, float(opts["sde_end_percent"]))
     tau_of = lambda s: eta if lo <= s <= hi else 0.0  # noqa: E731

@@ -16,7 +16,7 @@ from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
 from iga.sampling.samplers._common import (
     alpha,
     capped_for_lambda,
-    check_nonneg,
+    option_value,
     check_sigmas,
     denoise,
     draw,
@@ -71,7 +71,7 @@ def sample_er_sde(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseS
     """
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, "er_sde")
-    s_noise = check_nonneg("s_noise", s_noise, "er_sde")
+    s_noise = option_value("s_noise", s_noise, "er_sde")
     if s_noise > 0 and sig[1] > 0:
         require_noise(noise, "er_sde", "it is an SDE solver (s_noise > 0)")
     stages = _check_stage(max_stage)
@@ -144,10 +144,7 @@ def _stage(kind: str, s: float, lam_s: float, h: float, r: float, eta: float) ->
 
 
 def _check_fraction(name: str, option: str, r: float) -> float:
-    r = float(r)
-    if not 0 < r <= 1:
-        raise SamplingError(f"{name}: option {option} must be in (0, 1], got {r!r}")
-    return r
+    return option_value(option, r, name)
 
 
 def sample_seeds_2(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSampler | None = None,

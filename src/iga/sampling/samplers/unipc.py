@@ -28,8 +28,9 @@ import math
 
 import torch
 
-from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
+from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
+    option_value,
     alpha,
     capped_for_lambda,
     check_sigmas,
@@ -63,9 +64,7 @@ def _unipc_order(order: int | None, steps: int, name: str) -> int:
     """The order option, by default min(3, steps - 1) as ComfyUI (at least 1)."""
     if order is None:
         return max(1, min(3, steps - 1))
-    if isinstance(order, bool) or int(order) != order or not 1 <= int(order) <= 3:
-        raise SamplingError(f"{name}: option order must be 1, 2 or 3, got {order!r}")
-    return int(order)
+    return option_value("order", order, name)
 
 
 def _unipc(model, x: torch.Tensor, sigmas: torch.Tensor, noise, callback, *, variant: str, order: int | None,
