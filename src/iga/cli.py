@@ -85,53 +85,93 @@ def _issue_dict(i) -> dict:
     return {"path": i.path, "value": i.value, "message": i.message, "fix": i.fix, "severity": i.severity}
 
 
-@app.command()
-def samplers(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """List every sampler iga knows: canonical name, A1111 label, order, model calls per step, noise."""
-    from iga.recipe.names import SAMPLERS
+LongOpt = typer.Option(False, "--long", help="every field: aliases, diffusers mapping, options, the method")
 
-    rows = [{"name": s.name, "a1111": s.a1111_label, "order": s.order, "formula_order": s.formula_order or s.order,
-             "nfe_per_step": s.nfe_per_step,
-             "stochastic": s.stochastic, "automatic_schedule": s.a1111_default_schedule,
-             "aliases": list(s.aliases), "diffusers": s.diffusers, "diffusers_flags": s.diffusers_flags,
-             "variant": s.variant, "description": s.description} for s in SAMPLERS]
+
+@app.command()
+def samplers(as_json: bool = typer.Option(False, "--json", help="machine-readable output"), long: bool = LongOpt) -> None:
+    """List every sampler iga knows: canonical name, A1111 label, order, model calls per step, noise.
+
+    Canonical names are ComfyUI's (its 42 KSampler names compute ComfyUI's maths); iga adds `restart` and the
+    other tools' forms under their own names (`lms_exact`, `uni_pc_diffusers`, ...).
+    """
+    from iga.catalog.samplers import SAMPLERS
+
+    rows = [_sampler_row(s) for s in SAMPLERS.values()]
     if as_json:
         typer.echo(json.dumps({"schema": "iga.samplers/1", "samplers": rows}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="samplers (canonical names follow ComfyUI)",
-              caption="order: measured global order of a whole run; (n): order of the repeating update")
-    for col in ("name", "A1111", "order", "NFE/step", "noise", "diffusers", "description"):
-        t.add_column(col, overflow="fold")
+    if long:
+        _print_long(rows, ("a1111", "comfyui", "order", "formula_order", "nfe_per_step", "noise", "stochastic",
+                           "automatic_schedule", "aliases", "diffusers", "diffusers_flags", "options", "variant",
+                           "description", "doc"))
+        return
+    lines = [f"{'name':31} {'order':6} {'NFE':4} {'noise':9} A1111 label", "-" * 66]
     for r in rows:
         order = str(r["order"]) + (f" ({r['formula_order']})" if r["formula_order"] != r["order"] else "")
-        t.add_row(r["name"], r["a1111"] or "", order, str(r["nfe_per_step"] or "adaptive"),
-                  "yes" if r["stochastic"] else "no", r["diffusers"] or "", r["description"])
-    Console().print(t)
+        name = r["name"] + ("" if r["comfyui"] else " *")
+        lines.append(f"{name:31} {order:6} {str(r['nfe_per_step'] or 'adap'):4} {r['noise']:9} {r['a1111'] or ''}")
+        lines.append(_wrapped(r["description"], "    "))
+    lines += ["", "order: measured order of a whole run, (n): of its repeating update.",
+              "NFE: model calls per step. * not a ComfyUI name: another tool's form of a method",
+              "or iga's own. --long shows aliases, diffusers mapping, options and the method."]
+    typer.echo("\n".join(lines))
+
+
+def _wrapped(text: str, indent: str) -> str:
+    import shutil
+    import textwrap
+
+    width = min(100, shutil.get_terminal_size((80, 24)).columns)
+    return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)
+
+
+def _sampler_row(s) -> dict:
+    return {"name": s.name, "a1111": s.a1111_label, "comfyui": s.comfyui, "order": s.order,
+            "formula_order": s.formula_order or s.order, "nfe_per_step": s.nfe_per_step, "noise": s.noise,
+            "stochastic": s.stochastic, "automatic_schedule": s.a1111_default_schedule, "aliases": list(s.aliases),
+            "diffusers": s.diffusers, "diffusers_flags": s.diffusers_flags,
+            "options": {k: o.describe() for k, o in s.option_specs.items()}, "variant": s.variant,
+            "description": s.description, "doc": s.doc}
+
+
+def _print_long(rows: list[dict], fields: tuple[str, ...]) -> None:
+    """One block per entry, wrapped to the terminal (80 columns when piped)."""
+    import shutil
+    import textwrap
+
+    width = min(100, shutil.get_terminal_size((80, 24)).columns)
+    for r in rows:
+        typer.echo(r["name"])
+        for f in fields:
+            v = r.get(f)
+            if v in (None, "", [], {}):
+                continue
+            text = ", ".join(f"{k}: {x}" for k, x in v.items()) if isinstance(v, dict) else \
+                ", ".join(v) if isinstance(v, list) else str(v)
+            typer.echo(textwrap.fill(text, width, initial_indent=f"  {f}: ", subsequent_indent="    "))
+        typer.echo("")
 
 
 @app.command()
-def schedules(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+def schedules(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+              long: bool = LongOpt) -> None:
     """List every schedule (sigma spacing) iga knows, with its A1111 label and diffusers flags."""
-    from iga.recipe.names import SCHEDULES
+    from iga.catalog.schedules import SCHEDULES
 
     rows = [{"name": s.name, "a1111": s.a1111_label, "aliases": list(s.aliases), "diffusers_flags": s.diffusers_flags,
-             "variant": s.variant, "description": s.description} for s in SCHEDULES]
+             "variant": s.variant, "description": s.description} for s in SCHEDULES.values()]
     if as_json:
         typer.echo(json.dumps({"schema": "iga.schedules/1", "schedules": rows}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="schedules")
-    for col in ("name", "A1111", "diffusers", "description"):
-        t.add_column(col, overflow="fold")
+    if long:
+        _print_long(rows, ("a1111", "aliases", "diffusers_flags", "variant", "description"))
+        return
+    lines = [f"{'name':18} A1111 label", "-" * 40]
     for r in rows:
-        flags = ", ".join(f"{k}={v}" for k, v in (r["diffusers_flags"] or {}).items()) or "-"
-        t.add_row(r["name"], r["a1111"] or "", flags, r["description"] + (f" ({r['variant']})" if r["variant"] else ""))
-    Console().print(t)
+        lines += [f"{r['name']:18} {r['a1111'] or ''}", _wrapped(r["description"], "    ")]
+    lines += ["", "--long shows aliases, diffusers flags and where tools differ."]
+    typer.echo("\n".join(lines))
 
 
 # Command groups written as separate modules; each exposes register(app).
