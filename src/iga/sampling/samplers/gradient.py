@@ -15,12 +15,11 @@ models alike (the probability-flow ODE is dx/dsigma = (x - D)/sigma for both).
 
 from __future__ import annotations
 
-import math
 
 import torch
 
-from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
-from iga.sampling.samplers._common import check_sigmas, emit, model_kind, sigma_dtype, to_d
+from iga.sampling.base import NoiseSampler, StepCallback
+from iga.sampling.samplers._common import check_sigmas, emit, model_kind, option_value, sigma_dtype, to_d
 from iga.sampling.samplers.cfgpp import cfgpp_step, predictions
 
 
@@ -28,9 +27,7 @@ def _gradient_estimation(name: str, model, x: torch.Tensor, sigmas: torch.Tensor
                          ge_gamma: float, cfg_pp: bool) -> torch.Tensor:
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, name)
-    gamma = float(ge_gamma)
-    if not math.isfinite(gamma):
-        raise SamplingError(f"{name}: option ge_gamma must be a finite number, got {ge_gamma!r}")
+    gamma = option_value("ge_gamma", ge_gamma, name)
     pair, sdt = predictions(model, name, cfg_pp), sigma_dtype(sigmas, x)
     d_prev = None
     for i in range(len(sig) - 1):

@@ -8,11 +8,12 @@ lambda = -log sigma~, with alpha = 1 (VP) or 1 - sigma (flow); a flow grid start
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from iga.sampling.base import NoiseSampler, SamplingError, StepCallback
+from iga.sampling.base import NoiseSampler, StepCallback
 from iga.sampling.samplers._common import (
     alpha,
     capped_for_lambda,
@@ -47,12 +48,6 @@ def _er_integrals(lo: float, hi: float) -> tuple[float, float]:
     return float(inv.sum() * w), float(((u - hi) * inv).sum() * w)
 
 
-def _check_stage(max_stage) -> int:
-    if isinstance(max_stage, bool) or int(max_stage) != max_stage or not 1 <= int(max_stage) <= 3:
-        raise SamplingError(f"er_sde: option max_stage must be 1, 2 or 3, got {max_stage!r}")
-    return int(max_stage)
-
-
 def sample_er_sde(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseSampler | None = None,
                   callback: StepCallback | None = None, s_noise: float = 1.0, max_stage: int = 3) -> torch.Tensor:
     """ER-SDE-Solver-3 (Cui et al. 2023, "Elucidating the solution space of extended reverse-time SDE for diffusion
@@ -74,7 +69,7 @@ def sample_er_sde(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseS
     s_noise = option_value("s_noise", s_noise, "er_sde")
     if s_noise > 0 and sig[1] > 0:
         require_noise(noise, "er_sde", "it is an SDE solver (s_noise > 0)")
-    stages = _check_stage(max_stage)
+    stages = option_value("max_stage", max_stage, "er_sde")
     ls, sdt = capped_for_lambda(sig, kind), sigma_dtype(sigmas, x)
     ve = [ve_sigma(kind, s) for s in ls]
     old = old_d1 = None
@@ -130,11 +125,43 @@ class _SeedsNoise:
         return x + self.n * (sigma_to * self.s_noise)
 
 
-def _seeds_setup(name: str, model, x, sigmas, noise, eta, s_noise):
+@dataclass
+class _SeedsStep:
+    """What one SEEDS step knows: the model, the step in sigma and lambda, H = (1 + eta) h, its OU noise path."""
+
+    model: object
+    kind: str
+    sdt: torch.dtype
+    s: float
+    s_next: float
+    lam: float
+    h: float
+    big_h: float
+    eta: float
+    ou: "_SeedsNoise"
+    sigma_from: float  # the unclamped sigmas the noise is drawn between
+    sigma_to: float
+
+
+def _seeds_run(name: str, model, x, sigmas, noise, callback, eta, s_noise, step) -> torch.Tensor:
+    """The SEEDS loop: a denoise at every sigma, ``step(st, x, den)`` between them, x = D on the step to 0."""
     kind = model_kind(model)
     sig = check_sigmas(sigmas, kind, name)
     eta, s_noise = noise_options(name, eta, s_noise, sig, noise, "eta > 0 makes it an SDE solver")
-    return kind, sig, capped_for_lambda(sig, kind), sigma_dtype(sigmas, x), eta, s_noise
+    ls, sdt = capped_for_lambda(sig, kind), sigma_dtype(sigmas, x)
+    for i in range(len(sig) - 1):
+        s, s_next = ls[i], ls[i + 1]
+        den = denoise(model, x, s, sdt)
+        if s_next == 0:
+            x = den
+        else:
+            lam = half_log_snr(kind, s)
+            h = half_log_snr(kind, s_next) - lam
+            ou = _SeedsNoise(noise, h, eta, s_noise, eta > 0 and s_noise > 0)
+            x = step(_SeedsStep(model, kind, sdt, s, s_next, lam, h, (1.0 + eta) * h, eta, ou, sig[i], sig[i + 1]),
+                     x, den)
+        emit(callback, i, sig[i], sig[i + 1], x, den)
+    return x
 
 
 def _stage(kind: str, s: float, lam_s: float, h: float, r: float, eta: float) -> tuple[float, float, float]:
@@ -158,27 +185,19 @@ def sample_seeds_2(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noise
     ``x' = (sigma'/sigma) e^(-h eta) x + alpha' (1 - e^(-H)) ((1 - 1/(2r)) D + D_r/(2r)) + noise``, the two noises
     being one OU path (:class:`_SeedsNoise`). eta = 0 is DPM-Solver++(2S). Two calls per step, one on the step to 0.
     """
-    kind, sig, ls, sdt, eta, s_noise = _seeds_setup("seeds_2", model, x, sigmas, noise, eta, s_noise)
     r = _check_fraction("seeds_2", "r", r)
-    for i in range(len(sig) - 1):
-        s, s_next = ls[i], ls[i + 1]
-        den = denoise(model, x, s, sdt)
-        if s_next == 0:
-            x = den
-        else:
-            lam = half_log_snr(kind, s)
-            h = half_log_snr(kind, s_next) - lam
-            big_h = (1.0 + eta) * h
-            ou = _SeedsNoise(noise, h, eta, s_noise, eta > 0 and s_noise > 0)
-            s_1, c_1, a_1 = _stage(kind, s, lam, h, r, eta)
-            x_2 = ou.add(x * c_1 + den * (-a_1 * math.expm1(-r * big_h)), r, sig[i], s_1)
-            den_2 = denoise(model, x_2, s_1, sdt)
-            fac = 1.0 / (2.0 * r)
-            mixed = den * (1.0 - fac) + den_2 * fac
-            x = x * (s_next / s * math.exp(-h * eta)) + mixed * (-alpha(kind, s_next) * math.expm1(-big_h))
-            x = ou.add(x, 1.0, s_1, sig[i + 1])
-        emit(callback, i, sig[i], sig[i + 1], x, den)
-    return x
+
+    def step(st: _SeedsStep, x: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        s_1, c_1, a_1 = _stage(st.kind, st.s, st.lam, st.h, r, st.eta)
+        x_2 = st.ou.add(x * c_1 + den * (-a_1 * math.expm1(-r * st.big_h)), r, st.sigma_from, s_1)
+        den_2 = denoise(st.model, x_2, s_1, st.sdt)
+        fac = 1.0 / (2.0 * r)
+        mixed = den * (1.0 - fac) + den_2 * fac
+        x = x * (st.s_next / st.s * math.exp(-st.h * st.eta)) + mixed * (-alpha(st.kind, st.s_next)
+                                                                           * math.expm1(-st.big_h))
+        return st.ou.add(x, 1.0, s_1, st.sigma_to)
+
+    return _seeds_run("seeds_2", model, x, sigmas, noise, callback, eta, s_noise, step)
 
 
 def _h_phi2(z: float) -> float:
@@ -198,33 +217,24 @@ def sample_seeds_3(model, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noise
     OU noise path. eta = 0 is a third-order deterministic exponential Runge-Kutta method (DPM-Solver-3 type).
     Three calls per step, one on the step to 0.
     """
-    kind, sig, ls, sdt, eta, s_noise = _seeds_setup("seeds_3", model, x, sigmas, noise, eta, s_noise)
     # third order needs r_2 = 2/3 (the default; r_1 is free); other fractions give a second-order method
     r_1, r_2 = _check_fraction("seeds_3", "r_1", r_1), _check_fraction("seeds_3", "r_2", r_2)
-    for i in range(len(sig) - 1):
-        s, s_next = ls[i], ls[i + 1]
-        den = denoise(model, x, s, sdt)
-        if s_next == 0:
-            x = den
-        else:
-            lam = half_log_snr(kind, s)
-            h = half_log_snr(kind, s_next) - lam
-            big_h = (1.0 + eta) * h
-            ou = _SeedsNoise(noise, h, eta, s_noise, eta > 0 and s_noise > 0)
-            s_1, c_1, a_1 = _stage(kind, s, lam, h, r_1, eta)
-            x_1 = ou.add(x * c_1 - den * (a_1 * math.expm1(-r_1 * big_h)), r_1, sig[i], s_1)
-            den_1 = denoise(model, x_1, s_1, sdt)
-            s_2, c_2, a_2 = _stage(kind, s, lam, h, r_2, eta)
-            a32 = r_2 / r_1 * _h_phi2(-r_2 * big_h)
-            a31 = math.expm1(-r_2 * big_h) - a32
-            x_2 = ou.add(x * c_2 - (den * a31 + den_1 * a32) * a_2, r_2, s_1, s_2)
-            den_2 = denoise(model, x_2, s_2, sdt)
-            b3 = _h_phi2(-big_h) / r_2
-            b1 = math.expm1(-big_h) - b3
-            x = x * (s_next / s * math.exp(-h * eta)) - (den * b1 + den_2 * b3) * alpha(kind, s_next)
-            x = ou.add(x, 1.0, s_2, sig[i + 1])
-        emit(callback, i, sig[i], sig[i + 1], x, den)
-    return x
+
+    def step(st: _SeedsStep, x: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        s_1, c_1, a_1 = _stage(st.kind, st.s, st.lam, st.h, r_1, st.eta)
+        x_1 = st.ou.add(x * c_1 - den * (a_1 * math.expm1(-r_1 * st.big_h)), r_1, st.sigma_from, s_1)
+        den_1 = denoise(st.model, x_1, s_1, st.sdt)
+        s_2, c_2, a_2 = _stage(st.kind, st.s, st.lam, st.h, r_2, st.eta)
+        a32 = r_2 / r_1 * _h_phi2(-r_2 * st.big_h)
+        a31 = math.expm1(-r_2 * st.big_h) - a32
+        x_2 = st.ou.add(x * c_2 - (den * a31 + den_1 * a32) * a_2, r_2, s_1, s_2)
+        den_2 = denoise(st.model, x_2, s_2, st.sdt)
+        b3 = _h_phi2(-st.big_h) / r_2
+        b1 = math.expm1(-st.big_h) - b3
+        x = x * (st.s_next / st.s * math.exp(-st.h * st.eta)) - (den * b1 + den_2 * b3) * alpha(st.kind, st.s_next)
+        return st.ou.add(x, 1.0, s_2, st.sigma_to)
+
+    return _seeds_run("seeds_3", model, x, sigmas, noise, callback, eta, s_noise, step)
 
 
 def nfe_stages(stages: int):
