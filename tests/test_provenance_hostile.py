@@ -99,7 +99,8 @@ def test_unwanted_bombs_are_never_inflated(tmp_path):
 
 @pytest.mark.parametrize("payload,match", [
     (itxt("iga_metadata", "{not json"), "'iga_metadata' chunk: invalid JSON"),
-    (itxt("iga_metadata", "[" * 50_000), "'iga_metadata' chunk: JSON is nested too deeply"),
+    (itxt("iga_metadata", "[" * 50_000), "'iga_metadata' chunk: JSON nested more than 64 levels deep"),
+    (itxt("iga_metadata", "[" * 500 + "]" * 500), "'iga_metadata' chunk: JSON nested more than 64 levels deep"),
     (itxt("iga_metadata", "[" + "{}," * 250_000 + "{}]"), "250002 objects/arrays"),
     (itxt("iga_metadata", '{"a": "' + "x" * (5 * 2**20) + '"}'), "characters of JSON"),
     (itxt("iga_metadata", "[1, 2]"), "expected a JSON object"),

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from iga.provenance.jsonutil import dumps_strict
+
 app = typer.Typer(
     name="iga",
     help=(
@@ -63,12 +65,12 @@ def recipe_check(
         recipe, issues = load_recipe_file(file)
     except RecipeError as e:
         if as_json:
-            typer.echo(json.dumps({"schema": "iga.recipe-check/1", "valid": False,
+            typer.echo(dumps_strict({"schema": "iga.recipe-check/1", "valid": False,
                                    "issues": [_issue_dict(i) for i in e.issues]}, indent=2))
             raise typer.Exit(2) from None
         raise fail(str(e)) from None
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.recipe-check/1", "valid": True,
+        typer.echo(dumps_strict({"schema": "iga.recipe-check/1", "valid": True,
                                "issues": [_issue_dict(i) for i in issues], "recipe": recipe.to_dict()}, indent=2))
         return
     from rich.console import Console
@@ -99,7 +101,7 @@ def samplers(as_json: bool = typer.Option(False, "--json", help="machine-readabl
 
     rows = [_sampler_row(s) for s in SAMPLERS.values()]
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.samplers/1", "samplers": rows}, indent=2))
+        typer.echo(dumps_strict({"schema": "iga.samplers/1", "samplers": rows}, indent=2))
         return
     if long:
         _print_long(rows, ("a1111", "comfyui", "order", "formula_order", "nfe_per_step", "noise", "stochastic",
@@ -162,7 +164,7 @@ def schedules(as_json: bool = typer.Option(False, "--json", help="machine-readab
     rows = [{"name": s.name, "a1111": s.a1111_label, "aliases": list(s.aliases), "diffusers_flags": s.diffusers_flags,
              "variant": s.variant, "description": s.description} for s in SCHEDULES.values()]
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.schedules/1", "schedules": rows}, indent=2))
+        typer.echo(dumps_strict({"schema": "iga.schedules/1", "schedules": rows}, indent=2))
         return
     if long:
         _print_long(rows, ("a1111", "aliases", "diffusers_flags", "variant", "description"))

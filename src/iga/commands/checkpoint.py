@@ -12,6 +12,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from iga.provenance.jsonutil import dumps_strict
+
 INSPECT_SCHEMA = "iga.inspect/1"
 VERIFY_SCHEMA = "iga.verify/1"
 EMBED_SCHEMA = "iga.embed/1"
@@ -62,7 +64,7 @@ def inspect_command(
     with _errors(INSPECT_SCHEMA, path if as_json else None):
         report = _inspect(path, with_hash)
     if as_json:
-        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        typer.echo(dumps_strict(report, indent=2, ensure_ascii=False))
     else:
         _print_inspect(report)
 
@@ -199,7 +201,7 @@ def embed_command(
     with _errors(EMBED_SCHEMA, path if as_json else None):
         report = _embed(path, recipe_file, out)
     if as_json:
-        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        typer.echo(dumps_strict(report, indent=2, ensure_ascii=False))
         return
     for w in report["warnings"]:
         typer.echo(f"warning: {w}", err=True)
@@ -278,7 +280,7 @@ def verify_command(
     with _errors(VERIFY_SCHEMA, path if as_json else None, report):
         code = _verify(path, report)
     if as_json:
-        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        typer.echo(dumps_strict(report, indent=2, ensure_ascii=False))
     else:
         for c in report["checks"]:
             mark = "ok      " if c["ok"] else "MISMATCH"
@@ -393,14 +395,14 @@ class _errors:
         message = _one_line(exc)
         if self.report is not None and self.json_path is not None:
             self.report.update(status="error", message=message)
-            typer.echo(json.dumps(self.report, indent=2, ensure_ascii=False))
+            typer.echo(dumps_strict(self.report, indent=2, ensure_ascii=False))
             self.json_path = None
         _fail(message, self.schema, self.json_path)
 
 
 def _fail(message: str, schema: str | None, json_path: Path | None) -> NoReturn:
     if schema is not None and json_path is not None:
-        typer.echo(json.dumps({"schema": schema, "path": str(json_path), "error": message}, indent=2))
+        typer.echo(dumps_strict({"schema": schema, "path": str(json_path), "error": message}, indent=2))
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from iga.provenance.jsonutil import dumps_strict
+
 demo_app = typer.Typer(help="The bundled demo model (32x32 shapes): train it, judge images, score it.",
                        no_args_is_help=True)
 
@@ -57,7 +59,7 @@ def train_cmd(
         task = bar.add_task("diffusion", total=total or None, loss=0.0)
         summary = trainer.run(lambda s, l, e: bar.update(task, completed=s, loss=l))
     path = trainer.export(out / "iga-demo-v1.safetensors")
-    typer.echo(json.dumps({"schema": "iga.demo-train/1", **summary, "model": str(path)}, indent=2))
+    typer.echo(dumps_strict({"schema": "iga.demo-train/1", **summary, "model": str(path)}, indent=2))
 
 
 @demo_app.command("judge")
@@ -84,7 +86,7 @@ def judge_cmd(
         rows.append({"image": str(p), "shape": r.shape, "fg": r.fg, "bg": r.bg, "confidence": r.confidence,
                      "reads_as": f"a {r.fg} {r.shape} on a {r.bg} background"})
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.demo-judge/1", "images": rows}, indent=2))
+        typer.echo(dumps_strict({"schema": "iga.demo-judge/1", "images": rows}, indent=2))
         return
     for r in rows:
         conf = min(r["confidence"].values())
@@ -218,7 +220,7 @@ def _group_score(group: str, result) -> tuple[dict, dict]:
 
 def _print_score(report: dict, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(dumps_strict(report, indent=2))
         return
     s = report["settings"]
     typer.echo(f"{s['sampler']} + {s['schedule']}, {s['steps']} steps, cfg {s['cfg']:g}, {s['nfe']} model calls "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from iga.provenance.jsonutil import dumps_strict
 
 from iga.commands.evaluation import with_progress
 from iga.commands.guard import (
@@ -109,7 +110,7 @@ def _print_grid(result, as_json: bool) -> None:
     refused = sum(1 for c in result.cells if c.refused)
     flagged = sum(1 for c in result.cells if c.row.get("failures"))
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.grid-result/1", "run_dir": str(result.run_dir),
+        typer.echo(dumps_strict({"schema": "iga.grid-result/1", "run_dir": str(result.run_dir),
                                "grids": [str(p) for p in result.grids], "seed": result.seed,
                                "cells": len(result.cells), "rendered": rendered, "refused": refused,
                                "flagged": flagged}, indent=2))
@@ -189,7 +190,7 @@ def _self_test(out: Path | None, as_json: bool) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
-    typer.echo(json.dumps({"schema": "iga.doctor-self-test/1", "rows": rows}, indent=2) if as_json
+    typer.echo(dumps_strict({"schema": "iga.doctor-self-test/1", "rows": rows}, indent=2) if as_json
                else markdown(rows))
     raise typer.Exit(0 if sum(not r["right"] for r in rows) <= 1 else 1)
 

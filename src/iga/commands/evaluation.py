@@ -9,6 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from iga.provenance.jsonutil import dumps_strict
+
 from iga.commands.guard import JsonOpt, ModelOpt
 
 SpecArg = Annotated[Optional[str], typer.Argument(help="an experiment spec (YAML/JSON), or `headline` for the "
@@ -143,7 +145,7 @@ def with_progress(fn, quiet: bool, label: str = "evaluating"):
 def _print_result(result, as_json: bool) -> None:
     s = result.summary
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.eval-result/1", "run_dir": str(result.run_dir),
+        typer.echo(dumps_strict({"schema": "iga.eval-result/1", "run_dir": str(result.run_dir),
                                "summary": json.loads((result.run_dir / "summary.json").read_text())}, indent=2))
         return
     from rich.console import Console
@@ -259,7 +261,7 @@ def _deliver(result, source, write: bool, sidecar: bool, save, as_json: bool) ->
         where = f"written to {write_sidecar(source.path, data)}"
     diff = recipe_diff(source.recipe, result.recipe)
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.calibrate/1", "recipe": data, "diff": diff, "written": where,
+        typer.echo(dumps_strict({"schema": "iga.calibrate/1", "recipe": data, "diff": diff, "written": where,
                                "run_dir": str(result.run_dir)}, indent=2))
         return
     typer.echo(f"proposed recipe for {source.identity.name} (current -> proposed):")

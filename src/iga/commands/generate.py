@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from iga.provenance.jsonutil import dumps_strict
 
 from iga.commands.guard import (
     BatchOpt, CfgOpt, ClipSkipOpt, EtaOpt, JsonOpt, ModelOpt, ModeOpt, NegativeOpt, OverrideOpt, PredOpt,
@@ -138,7 +139,7 @@ def generate_cmd(
     timing = {"resolve_s": round(t_load - t0, 3), "load_s": round(t_sample - t_load, 3),
               "sample_s": round(t_save - t_sample, 3), "save_s": round(t_end - t_save, 3)}
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.generate/1", "images": [str(p) for p in paths],
+        typer.echo(dumps_strict({"schema": "iga.generate/1", "images": [str(p) for p in paths],
                                "plans": [r.plan.to_dict() for r in results], "nfe": results[0].nfe,
                                "audit_log": str(log) if log else None, "timing": timing,
                                **({"previews": [[str(a), str(b)] for a, b in previews]} if preview else {})},
@@ -231,7 +232,7 @@ def replay_cmd(
     if save:
         result.image.save(save)
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.replay/1", "identical": identical, "lossy_format": lossy,
+        typer.echo(dumps_strict({"schema": "iga.replay/1", "identical": identical, "lossy_format": lossy,
                                "pixels_sha256_match": regenerated_sha == plan.pixels_sha256,
                                "file_max_abs": diff["max_abs"],
                                "file_psnr": None if diff["max_abs"] == 0 else diff["psnr"]}, indent=2))

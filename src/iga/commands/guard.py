@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from iga.provenance.jsonutil import dumps_strict
+
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="checkpoint (.safetensors or diffusers "
                                                   "folder); default: the bundled demo model")]
 PresetOpt = Annotated[Optional[str], typer.Option(help="a preset from the model's recipe, e.g. Quality or Fast")]
@@ -80,7 +82,7 @@ def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, ac
         raise _fail(str(e.args[0]) if e.args else str(e)) from None
     except GuardRefused as e:
         if as_json:
-            typer.echo(json.dumps({"schema": "iga.plan-result/1", "ok": False, "model": source.identity.model_dump(),
+            typer.echo(dumps_strict({"schema": "iga.plan-result/1", "ok": False, "model": source.identity.model_dump(),
                                    "findings": [f.model_dump(mode="json") for f in e.findings]}, indent=2))
         else:
             print_findings(e.findings)
@@ -174,7 +176,7 @@ def plan_cmd(
                             reason=reason)
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="plan")
     if as_json:
-        typer.echo(json.dumps({"schema": "iga.plan-result/1", "ok": True, "plan": plan.to_dict(),
+        typer.echo(dumps_strict({"schema": "iga.plan-result/1", "ok": True, "plan": plan.to_dict(),
                                "audit_log": str(log) if log else None}, indent=2))
         return
     print_findings(plan.findings)

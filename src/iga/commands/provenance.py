@@ -8,11 +8,12 @@ Top-level imports stay light; iga.provenance is imported when the command runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from iga.provenance.jsonutil import dumps_strict
 
 SHOW_SCHEMA = "iga.show/1"
 
@@ -48,12 +49,12 @@ def show_command(
         prov = read_provenance(image)
     except (ProvenanceError, OSError) as exc:
         if as_json:
-            typer.echo(json.dumps({"schema": SHOW_SCHEMA, "path": str(image), "error": str(exc)}, indent=2))
+            typer.echo(dumps_strict({"schema": SHOW_SCHEMA, "path": str(image), "error": str(exc)}, indent=2))
         typer.echo(f"error: {image}: {exc}", err=True)
         raise typer.Exit(2) from None
     report: dict[str, Any] = {"schema": SHOW_SCHEMA, "path": str(image), **prov.to_dict()}
     if as_json:
-        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        typer.echo(dumps_strict(report, indent=2, ensure_ascii=False))
         return
     _print_report(report)
 

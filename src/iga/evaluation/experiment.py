@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from iga.guard import Request
+from iga.provenance.jsonutil import dumps_strict
 from iga.guard.defaults import architecture_default_recipe
 from iga.guard.source import ModelSource, describe_model
 from iga.recipe.schema import Recipe
@@ -189,18 +190,8 @@ def _set_metrics(summary: dict, spec: ExperimentSpec, rows: list[dict], run_dir:
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     """summary.json, atomically (NaN written as null: strict JSON readers accept it)."""
     path = run_dir / "summary.json"
-    atomic_write(path, json.dumps(_json_safe(summary), indent=1, allow_nan=False).encode())
+    atomic_write(path, dumps_strict(summary, indent=1).encode())
     return path
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def check_run_dir(run_dir: Path, spec: ExperimentSpec) -> None:

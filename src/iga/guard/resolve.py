@@ -26,6 +26,10 @@ from .plan import OVERRIDABLE, Finding, Mode, ModelIdentity, OverrideRecord, Pla
 
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 64
+# Hard caps whatever the mode: far beyond any real use (A1111 stops at 150 steps and 2048 px), low enough that a
+# hostile plan (an image's stored plan is a request too) cannot make iga run for hours or allocate gigabytes.
+MAX_PLAN_STEPS = 1000
+MAX_PLAN_PIXELS = 4096 * 4096
 
 
 class GuardRefused(Exception):
@@ -200,7 +204,13 @@ def resolve(
 
     # --- steps ------------------------------------------------------------------------------------------------
     grid = recipe.scheduler.grid
-    if not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, int) and steps > MAX_PLAN_STEPS:
+        r.hard("steps", f"{steps} steps is more than iga runs ({MAX_PLAN_STEPS})", recipe.steps.default, steps,
+               f"use at most {MAX_PLAN_STEPS} steps")
+    elif req.sigmas is not None and len(req.sigmas) > MAX_PLAN_STEPS + 1:
+        r.hard("sigmas", f"{len(req.sigmas)} sigmas is more than iga runs ({MAX_PLAN_STEPS + 1})", None,
+               len(req.sigmas), f"use at most {MAX_PLAN_STEPS + 1} sigmas")
+    elif not isinstance(steps, int) or steps < 1:
         r.hard("steps", f"{steps} steps cannot run: at least 1 step is needed", recipe.steps.default, steps,
                f"use {recipe.steps.default}")
     elif schedule == "explicit" and grid and steps > len(grid) - 1:
@@ -251,6 +261,9 @@ def resolve(
         r.hard("size", f"{size_text} cannot work: width and height must be positive multiples of 8 (the latent "
                "grid is 1/8 of the image)", default_size, size_text,
                f"use {max(8, width // 8 * 8)}x{max(8, height // 8 * 8)}")
+    elif width * height > MAX_PLAN_PIXELS:
+        r.hard("size", f"{size_text} is {width * height / 1e6:.0f} megapixels, more than iga renders "
+               f"({MAX_PLAN_PIXELS / 1e6:.0f})", default_size, size_text, "use at most 4096x4096")
     elif req.size is None:
         r.info("size", f"{size_text} (the recipe's preferred size)", default_size)
     elif res and res.max:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from iga.provenance.errors import ProvenanceError
@@ -12,6 +13,47 @@ from iga.provenance.errors import ProvenanceError
 # of containers are capped; with these caps json.loads stays under ~50 MB whatever the content.
 MAX_JSON_CHARS = 4 * 1024 * 1024
 MAX_JSON_CONTAINERS = 200_000
+# A plan nests 4 levels, a ComfyUI graph under 10; deeper text is hostile, and code that walks parsed JSON
+# recursively (printing, validation) must never meet a depth Python's stack cannot take.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of objects/arrays in JSON text (brackets inside strings do not count); linear time."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as null, so ``json.dumps(..., allow_nan=False)`` writes strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """JSON every parser accepts: non-finite numbers become null (``--json`` outputs and files iga writes)."""
+    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
 
 
 def loads_bounded(text: str, where: str) -> Any:
@@ -22,6 +64,8 @@ def loads_bounded(text: str, where: str) -> Any:
     if containers > MAX_JSON_CONTAINERS:
         raise ProvenanceError(f"{where}: JSON with {containers} objects/arrays (limit {MAX_JSON_CONTAINERS}); "
                               "refusing")
+    if containers and json_depth(text) > MAX_JSON_DEPTH:
+        raise ProvenanceError(f"{where}: JSON nested more than {MAX_JSON_DEPTH} levels deep; refusing")
     try:
         return json.loads(text)
     except RecursionError as exc:
