@@ -8,6 +8,9 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# models the tests run are remembered in a throw-away index, never in the user's (iga.guard.store)
+os.environ.setdefault("IGA_MODEL_INDEX", os.path.join(__import__("tempfile").mkdtemp(prefix="iga-index-"),
+                                                      "models.json"))
 
 
 import pytest  # noqa: E402

@@ -46,6 +46,9 @@ class Model:
         self.device, self.dtype = device, dtype
         self.source: ModelSource = describe_model(self.path)
         self._backends: dict[str | None, Any] = {}
+        from iga.guard.store import remember
+
+        remember(self.source.identity.weights_sha256, self.path, self.source.identity.name)
 
     @property
     def recipe(self):

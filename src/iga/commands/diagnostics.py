@@ -134,6 +134,8 @@ def doctor_cmd(
                                          "setting (the slowest part)")] = True,
     half: Annotated[Optional[bool], typer.Option("--half/--no-half", help="compare half precision with float32 "
                                                  "(default: when the image was made in half precision)")] = None,
+    trust_path: Annotated[bool, typer.Option("--trust-path", help="open the model path the image or plan records "
+                                             "(it comes from the file: only for files you trust)")] = False,
     self_test: Annotated[bool, typer.Option("--self-test", help="diagnose deliberately broken setups and print "
                                             "whether each injected cause is named first")] = False,
     as_json: JsonOpt = False,
@@ -165,7 +167,8 @@ def doctor_cmd(
     if (image is None) == (plan is None):
         raise _fail("give an image or --plan FILE (one of them)")
     try:
-        case = case_from_image(image, model) if image is not None else case_from_plan(plan, model)  # type: ignore
+        case = case_from_image(image, model, trust_path=trust_path) if image is not None \
+            else case_from_plan(plan, model, trust_path=trust_path)  # type: ignore[arg-type]
         name = Path(case.where).stem[:40]
         run_dir = out or Path("outputs") / "doctor" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
         from iga.diagnostics.doctor import run_doctor

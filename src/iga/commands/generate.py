@@ -175,41 +175,38 @@ def _save_all(results, out: Path, fmt: str, stream) -> tuple[list[Path], list[tu
     return paths, previews
 
 
+TrustPathOpt = Annotated[bool, typer.Option("--trust-path", help="open the model path the image records (it "
+                                           "comes from the file: only for images you trust)")]
+
+
 def replay_cmd(
     image: Annotated[Path, typer.Argument(help="an image iga made (PNG, JPEG or WebP)")],
     model: ModelOpt = None,
     force: Annotated[bool, typer.Option("--force", help="replay even if the model's weights differ")] = False,
-    save: Annotated[Optional[Path], typer.Option("--save", help="also write the regenerated image here")] = None,
+    save: Annotated[Optional[Path], typer.Option("--save", help="also write the regenerated image here (never "
+                                                 "over an existing file)")] = None,
+    trust_path: TrustPathOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Regenerate an image from the plan stored in it and report the pixel difference (max abs, PSNR).
 
-    The model is the one the plan names (its recorded path) unless --model is given; it must have the same
-    weights_sha256 unless --force. Exit 0 when the pixels are identical, 1 when they differ, 2 on bad input.
+    The stored plan is a request like any other: the guard resolves it with the same limits as `iga generate`
+    (size, steps, sigma count) before anything runs. The model is found by the plan's weights hash among the
+    bundled models and the models you have run with --model, or given with --model; the path the image records is
+    opened only with --trust-path. It must have the same weights unless --force.
+    Exit 0 when the pixels are identical, 1 when they differ, 2 on bad input (one line).
     """
     from iga.generate import Model, pixel_difference
-    from iga.guard import Plan
-    from iga.provenance import read_provenance
 
-    try:
-        prov = read_provenance(image)
-    except Exception as e:
-        raise _fail(str(e)) from None
-    if not prov.plan:
-        raise _fail(f"{image} has no iga plan (source: {prov.source}); only images made by iga can be replayed")
-    plan = Plan.from_dict(prov.plan)
-    path = model or (Path(plan.model.path) if plan.model.path else None)
-    if path is None or not Path(path).exists():
-        raise _fail(f"the model {plan.model.path or plan.model.name} is not here; pass --model PATH")
-    m = Model(path)
+    plan = _stored_plan(image)
+    m = Model(_replay_model(plan, model, trust_path))
     if m.source.identity.weights_sha256 != plan.model.weights_sha256 and not force:
-        raise _fail(f"{path} has weights {str(m.source.identity.weights_sha256)[:12]}..., the image was made with "
+        raise _fail(f"{m.path} has weights {str(m.source.identity.weights_sha256)[:12]}..., the image was made with "
                     f"{str(plan.model.weights_sha256)[:12]}...: a different model (use --force to replay anyway)")
-    threads = (plan.runtime or {}).get("threads")
-    if isinstance(threads, int) and threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)  # convolution sums depend on the thread split: use the original one
+    _check_under_guard(plan, m)
+    if save is not None and save.exists():
+        raise _fail(f"--save {save}: the file exists; choose another name (replay never overwrites)")
+    _use_recorded_threads(plan)
     try:
         [result] = m.generate(plan=plan)
     except KeyboardInterrupt:
@@ -230,7 +227,7 @@ def replay_cmd(
     # a lossy file cannot hold the exact pixels; the plan's pixels_sha256 records them before encoding
     identical = (regenerated_sha == plan.pixels_sha256) if plan.pixels_sha256 else diff["max_abs"] == 0
     if save:
-        result.image.save(save)
+        _save_new(result, save)
     if as_json:
         typer.echo(dumps_strict({"schema": "iga.replay/1", "identical": identical, "lossy_format": lossy,
                                "pixels_sha256_match": regenerated_sha == plan.pixels_sha256,
@@ -244,6 +241,89 @@ def replay_cmd(
             typer.echo("pixels before encoding: " + ("identical (sha256 matches)" if identical else "differ"))
         typer.echo("identical" if identical else "differs")
     raise typer.Exit(0 if identical else 1)
+
+
+def _save_new(result, save: Path) -> None:
+    """Write the regenerated image (with its plan) to ``save``, whole, and never over an existing file."""
+    import io
+    import os
+
+    from iga.provenance.save import encode_image, normalise_format
+
+    try:
+        fmt = normalise_format(save.suffix.lstrip(".") or "png")
+    except ValueError as e:
+        raise _fail(f"--save {save}: {e}") from None
+    buf = io.BytesIO()
+    encode_image(result.image, result.plan.to_dict(), fmt, buf)
+    save.parent.mkdir(parents=True, exist_ok=True)
+    tmp = save.with_name(f".{save.name}.{os.getpid()}.iga-tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, save)  # atomic, and fails instead of replacing a file that appeared meanwhile
+    except FileExistsError:
+        raise _fail(f"--save {save}: the file exists; choose another name (replay never overwrites)") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stored_plan(image: Path):
+    """The plan stored in an image, validated (any defect is one line, exit 2)."""
+    from iga.guard import Plan
+    from iga.provenance import read_provenance
+
+    try:
+        prov = read_provenance(image)
+    except Exception as e:  # ProvenanceError and OS errors: say what, never a traceback
+        raise _fail(str(e)) from None
+    if not prov.plan:
+        raise _fail(f"{image} has no iga plan (source: {prov.source}); only images made by iga can be replayed")
+    try:
+        return Plan.from_dict(prov.plan)
+    except Exception as e:  # pydantic names the field
+        raise _fail(f"{image}: the stored plan is not valid: {str(e).splitlines()[0]} "
+                    f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else 'see iga show'})") from None
+
+
+def _replay_model(plan, model: Path | None, trust_path: bool) -> str:
+    from iga.guard.store import ModelNotFound, locate_model
+
+    try:
+        return locate_model(plan.model.name, plan.model.weights_sha256, plan.model.path,
+                            given=str(model) if model else None, trust_path=trust_path)
+    except ModelNotFound as e:
+        raise _fail(str(e)) from None
+
+
+def _check_under_guard(plan, m) -> None:
+    """Refuse a stored plan the guard would refuse as a request, or whose sigma list is not a runnable one."""
+    from iga.guard import GuardRefused, resolve
+    from iga.guard.resolve import MAX_PLAN_STEPS
+
+    try:
+        resolve(m.recipe, plan.as_request(), "permissive", model=m.source.identity,
+                detected_prediction=m.source.detected_prediction, detected_schedule=m.source.declared_schedule)
+    except GuardRefused as e:
+        why = "; ".join(f"{f.field}: {f.reason}" for f in e.findings if f.outcome == "refused")
+        raise _fail(f"the stored plan asks for what the guard refuses ({why})") from None
+    except (ValueError, KeyError) as e:
+        raise _fail(f"the stored plan cannot be read as a request: {e}") from None
+    if len(plan.sigmas) > MAX_PLAN_STEPS + 1:
+        raise _fail(f"the stored plan has {len(plan.sigmas)} sigmas (limit {MAX_PLAN_STEPS + 1}); refusing")
+
+
+def _use_recorded_threads(plan) -> None:
+    """Convolution sums depend on the thread split: replay with the original one (within what this machine has)."""
+    import os
+
+    threads = (plan.runtime or {}).get("threads")
+    if isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= 4 * (os.cpu_count() or 1):
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _fail(message: str) -> typer.Exit:

@@ -70,6 +70,10 @@ def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, ac
         source = describe_model(path)
     except (CheckpointError, RecipeError) as e:
         raise _fail(str(e)) from None
+    if model:  # a model the user chose: replay and the doctor may find it again by its weights hash
+        from iga.guard.store import remember
+
+        remember(source.identity.weights_sha256, source.path, source.identity.name)
     if mode not in ("strict", "guarded", "permissive"):
         raise _fail(f"--mode {mode!r}: choose strict, guarded or permissive")
     try:

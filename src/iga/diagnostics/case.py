@@ -8,7 +8,6 @@ here goes through the guard like any other.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,37 +40,30 @@ class Case:
 
 
 def request_from_plan(plan: dict[str, Any]) -> Request:
-    """The request that asks for exactly a plan's settings (its sigma list only when it was explicit)."""
+    """The request that asks for exactly a stored plan's settings (the plan validated first)."""
     from iga.guard import Plan
 
     try:
         p = Plan.from_dict(plan)
     except Exception as e:  # pydantic's message names the bad field
         raise CaseError(f"the plan is not a valid iga plan: {str(e).splitlines()[0]}") from None
-    vae = None
-    if p.vae is not None and p.vae.source == "file":
-        vae = p.vae.path
-    elif p.vae is not None and p.vae.id:
-        vae = p.vae.id
-    return Request(sampler=p.sampler, schedule=p.schedule, steps=p.steps, cfg=p.cfg, cfg_variant=p.cfg_variant,
-                   cfg_rescale=p.cfg_rescale, eta=p.eta, seed=p.seed, size=f"{p.width}x{p.height}", vae=vae,
-                   clip_skip=p.clip_skip, prediction_type=p.prediction_type, prompt=p.prompt,
-                   negative_prompt=p.negative_prompt,
-                   sigmas=list(p.sigmas) if p.schedule == "explicit" else None)
+    return p.as_request()
 
 
-def _model(model: str | Path | None, recorded: str | None, where: str) -> str:
-    if model is not None:
-        if not Path(model).exists():
-            raise CaseError(f"model {model} not found; pass --model PATH (a .safetensors file or a diffusers folder)")
-        return str(model)
-    if recorded and Path(recorded).exists():
-        return recorded
-    said = f" (it names {recorded}, which is not here)" if recorded else ""
-    raise CaseError(f"{where} does not say where its model is{said}; pass --model PATH")
+def _model(model: str | Path | None, plan: dict[str, Any] | None, where: str, trust_path: bool) -> str:
+    """The model to re-run on: --model, or the plan's weights found among known models (``iga.guard.store``)."""
+    from iga.guard.store import ModelNotFound, locate_model
+
+    recorded = plan.get("model") if plan and isinstance(plan.get("model"), dict) else {}
+    try:
+        return locate_model(str(recorded.get("name") or where), recorded.get("weights_sha256"),
+                            recorded.get("path"), given=str(model) if model is not None else None,
+                            trust_path=trust_path)
+    except ModelNotFound as e:
+        raise CaseError(str(e)) from None
 
 
-def case_from_image(path: str | Path, model: str | Path | None = None) -> Case:
+def case_from_image(path: str | Path, model: str | Path | None = None, *, trust_path: bool = False) -> Case:
     """A case from an image with provenance (iga, A1111, ComfyUI or InvokeAI)."""
     from iga.provenance import read_provenance
     from iga.provenance.errors import ProvenanceError
@@ -84,10 +76,10 @@ def case_from_image(path: str | Path, model: str | Path | None = None) -> Case:
     except ProvenanceError as e:
         raise CaseError(str(e)) from None
     if prov.plan:
-        recorded = (prov.plan.get("model") or {}).get("path") if isinstance(prov.plan.get("model"), dict) else None
-        dtype = str((prov.plan.get("runtime") or {}).get("dtype") or "float32")
+        runtime = prov.plan.get("runtime") if isinstance(prov.plan.get("runtime"), dict) else {}
+        dtype = str(runtime.get("dtype") or "float32")
         request = request_from_plan(prov.plan)
-        return Case("iga", str(path), _model(model, recorded, str(path)), request, path, dtype)
+        return Case("iga", str(path), _model(model, prov.plan, str(path), trust_path), request, path, dtype)
     if prov.source == "none" or prov.steps is None and prov.sampler is None:
         raise CaseError(f"{path} carries no generation settings (no iga plan, A1111 parameters or ComfyUI "
                         "workflow); pass a plan with --plan and --model instead")
@@ -97,24 +89,30 @@ def case_from_image(path: str | Path, model: str | Path | None = None) -> Case:
                       negative_prompt=prov.negative_prompt or "")
     notes = [f"settings read from {prov.source} metadata: the model, VAE, prediction type and precision it used "
              "are not recorded there"]
-    return Case(prov.source, str(path), _model(model, None, str(path)), request, path, notes=notes + prov.warnings)
+    if model is None:
+        raise CaseError(f"{path} was made by {prov.source}, which does not record the model file; pass --model PATH")
+    return Case(prov.source, str(path), _model(model, None, str(path), False), request, path,
+                notes=notes + prov.warnings)
 
 
-def case_from_plan(path: str | Path, model: str | Path | None = None) -> Case:
+def case_from_plan(path: str | Path, model: str | Path | None = None, *, trust_path: bool = False) -> Case:
     """A case from a plan JSON file (`iga plan --json`, an image's iga_metadata, a grid cell)."""
     path = Path(path)
     if not path.is_file():
         raise CaseError(f"plan {path} not found")
     if path.stat().st_size > MAX_PLAN_FILE:
         raise CaseError(f"{path} is larger than {MAX_PLAN_FILE} bytes: not a plan")
+    from iga.provenance.jsonutil import loads_bounded
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+        data = loads_bounded(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as e:
         raise CaseError(f"{path} is not JSON: {e}") from None
+    except ValueError as e:  # ProvenanceError: invalid, too large or too deep
+        raise CaseError(str(e)) from None
     if isinstance(data, dict) and isinstance(data.get("plan"), dict):
         data = data["plan"]  # `iga plan --json` wraps the plan
     if not isinstance(data, dict):
         raise CaseError(f"{path} does not hold a plan object")
     request = request_from_plan(data)  # a bad plan is named before a missing model
-    recorded = (data.get("model") or {}).get("path") if isinstance(data.get("model"), dict) else None
-    return Case("plan", str(path), _model(model, recorded, str(path)), request)
+    return Case("plan", str(path), _model(model, data, str(path), trust_path), request)

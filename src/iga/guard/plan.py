@@ -146,6 +146,18 @@ class Plan(BaseModel):
         """Validate a plan read back from an image or a file."""
         return cls.model_validate(data)
 
+    def as_request(self) -> Request:
+        """The request that asks for exactly this plan's settings (its sigma list only when it was explicit): how a
+        stored plan goes back through the guard."""
+        vae = None
+        if self.vae is not None:
+            vae = self.vae.path if self.vae.source == "file" else self.vae.id
+        return Request(sampler=self.sampler, schedule=self.schedule, steps=self.steps, cfg=self.cfg,
+                       cfg_variant=self.cfg_variant, cfg_rescale=self.cfg_rescale, eta=self.eta, seed=self.seed,
+                       size=f"{self.width}x{self.height}", vae=vae, clip_skip=self.clip_skip,
+                       prediction_type=self.prediction_type, prompt=self.prompt, negative_prompt=self.negative_prompt,
+                       sigmas=list(self.sigmas) if self.schedule == "explicit" else None)
+
     def for_image(self, k: int) -> "Plan":
         """The plan of image k of the batch alone (its own seed), as stored in that image."""
         return self.model_copy(update={"seed": self.seeds[k], "seeds": [self.seeds[k]], "batch_index": k})

@@ -1,0 +1,107 @@
+"""Where models are found again: the bundled models and every model the user has run, indexed by weights hash.
+
+An image names the model it was made with by name and hashes, and (for now) by the path it had on the maker's
+machine. That path comes from a file anyone can write, so replay and the doctor never open it on their own: they
+look the weights hash up here — the bundled models, then the models this user has run with `--model` (recorded by
+the CLI) — and otherwise ask for `--model` (or an explicit `--trust-path`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+ENV = "IGA_MODEL_INDEX"
+MAX_ENTRIES = 1000
+MAX_INDEX_BYTES = 1 << 20
+
+
+class ModelNotFound(ValueError):
+    """The model an image or plan names is not known here; the message says how to point iga at it."""
+
+
+def index_path() -> Path:
+    """The index file: $IGA_MODEL_INDEX, else models.json in iga's user data folder."""
+    env = os.environ.get(ENV)
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("iga")) / "models.json"
+
+
+def _read() -> dict[str, dict[str, str]]:
+    path = index_path()
+    try:
+        if path.stat().st_size > MAX_INDEX_BYTES:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # a missing or damaged index only means models must be named again
+    return {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("path"), str)} \
+        if isinstance(data, dict) else {}
+
+
+def remember(weights_sha256: str | None, path: str, name: str) -> None:
+    """Record that the user ran these weights from ``path`` (best effort: an unwritable index is skipped)."""
+    if not weights_sha256:
+        return
+    entries = _read()
+    entry = {"path": str(Path(path).resolve()), "name": name}
+    if entries.get(weights_sha256) == entry:
+        return  # already known: no write on every load
+    entries.pop(weights_sha256, None)
+    entries[weights_sha256] = entry
+    entries = dict(list(entries.items())[-MAX_ENTRIES:])
+    try:
+        from iga.checkpoint import write_bytes_atomic
+
+        index_path().parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(str(index_path()), json.dumps(entries, indent=1).encode())
+    except OSError:
+        pass
+
+
+def _is_model_path(path: Path) -> bool:
+    """A regular file or a folder (never a FIFO, device or socket, which could block or leak)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+
+
+def _same_weights(path: str, weights_sha256: str) -> bool:
+    from iga.checkpoint.hashing import weights_sha256 as hash_of
+
+    try:
+        return Path(path).is_file() and hash_of(path) == weights_sha256
+    except (OSError, ValueError):
+        return False
+
+
+def locate_model(name: str, weights_sha256: str | None, recorded_path: str | None, *, given: str | None = None,
+                 trust_path: bool = False) -> str:
+    """The model to re-run a plan on: ``given``, a bundled or previously run model with the same weights, or (only
+    with ``trust_path``) the path the plan records."""
+    if given is not None:
+        if not _is_model_path(Path(given)):
+            raise ModelNotFound(f"model {given} not found (or not a file or folder); pass --model PATH")
+        return str(given)
+    if weights_sha256:
+        from iga.paths import default_model_path
+
+        if _same_weights(str(default_model_path()), weights_sha256):
+            return str(default_model_path())
+        known = _read().get(weights_sha256)
+        if known and _is_model_path(Path(known["path"])) and _same_weights(known["path"], weights_sha256):
+            return known["path"]
+    if trust_path and recorded_path:
+        if _is_model_path(Path(recorded_path)):
+            return recorded_path
+        raise ModelNotFound(f"the recorded model path {recorded_path!r} is not a model file or folder here")
+    short = (weights_sha256 or "unknown")[:12]
+    raise ModelNotFound(f"the model {name!r} (weights {short}...) is not one iga has run here; pass --model PATH"
+                        + (" (or --trust-path to open the path the image records)" if recorded_path else ""))
