@@ -112,12 +112,29 @@ def test_corrupt_or_foreign_cache_is_ignored(tmp_path: Path, monkeypatch: pytest
                  json.dumps({"version": 1, "entries": {"x": 5}}).encode()):
         (isolated_cache / "hashes.json").write_bytes(junk)
         assert ck.weights_sha256(path) == good
-        assert json.loads((isolated_cache / "hashes.json").read_bytes())["version"] == 1
+        assert json.loads((isolated_cache / "hashes.json").read_bytes())["version"] == ck.hashing.CACHE_VERSION
     # a poisoned entry with a wrong stat is not trusted
     real = os.path.realpath(path)
     (isolated_cache / "hashes.json").write_text(json.dumps({"version": 1, "entries": {
         f"weights\0{real}": {"size": 1, "mtime_ns": 1, "inode": 1, "sha256": "0" * 64}}}))
     assert ck.weights_sha256(path) == good
+
+
+def test_changed_bytes_behind_an_unchanged_stat_are_not_hidden_by_the_cache(tmp_path: Path, isolated_cache: Path) -> None:
+    """`touch -r` keeps size and mtime; the cache's sampled-block fingerprint still sees the new bytes."""
+    path = tmp_path / "m.safetensors"
+    data = _model(path)
+    assert ck.weights_sha256(path) == hashlib.sha256(data).hexdigest()
+    st = os.stat(path)
+    with open(path, "r+b") as f:  # flip the last tensor byte in place (a sampled block), then restore the times
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    changed = path.read_bytes()
+    header_len = 8 + int.from_bytes(changed[:8], "little")
+    assert ck.weights_sha256(path) == hashlib.sha256(changed[header_len:]).hexdigest()
 
 
 def test_unwritable_cache_dir_still_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from iga.recipe import RECIPE_VERSION
 from iga.evaluation import calibrate as cal
 from iga.evaluation.calibrate import Score
 
@@ -73,7 +74,7 @@ def test_the_proposed_recipe_is_valid_and_its_presets_lie_inside_its_ranges(quic
     data = json.loads(a)["recipe"]
     recipe, issues = parse_recipe_dict(data)
     assert not [i for i in issues if i.severity == "error"]
-    assert recipe.iga_version == "1.1.0" and recipe.calibration.thresholds["forbid_failure_rate"] == 0.25
+    assert recipe.iga_version == RECIPE_VERSION and recipe.calibration.thresholds["forbid_failure_rate"] == 0.25
     for p in recipe.presets:
         assert recipe.steps.min <= p.steps <= recipe.steps.max and recipe.cfg.min <= p.cfg <= recipe.cfg.max
     assert recipe.sampler.name in recipe.constraints.allow_samplers

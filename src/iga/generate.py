@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from iga.guard import Plan, Request, resolve
+from iga.guard import Plan, Request
 from iga.guard.plan import Mode
 from iga.guard.source import ModelSource, describe_model
 
@@ -61,9 +61,7 @@ class Model:
         req = request or Request(prompt=prompt, **fields)
         if request is not None and prompt:
             req = req.model_copy(update={"prompt": prompt})
-        plan, _ = resolve(self.recipe, req, mode, model=self.source.identity,
-                          detected_prediction=self.source.detected_prediction,
-                          detected_schedule=self.source.declared_schedule)
+        plan, _ = self.source.resolve(req, mode)
         return plan
 
     def backend(self, vae: str | None = None):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -19,6 +23,13 @@ BUFFER_SIZE = 8 * 1024 * 1024
 """Buffer for user-space copies and hashing: large enough that per-call overhead is negligible."""
 
 TEMP_SUFFIX = ".iga-tmp"
+"""Temp files are ``.<target name>.<pid>.<random>.iga-tmp`` next to the target: hidden, recognisable, and owned."""
+
+LEGACY_TEMP_AGE = 24 * 3600
+"""Temp files of older iga versions carry no pid; they are removed once untouched for this many seconds."""
+
+# The part of a temp name between ".<target>." and ".iga-tmp": "<pid>.<mkstemp's 8 random chars>" (or no pid: legacy).
+_TEMP_MIDDLE = re.compile(r"^(?:(\d+)\.)?[a-z0-9_]{8}$")
 
 # Kernel copy paths that failed once with "not supported here" are not retried in this process.
 _kernel_copy_ok = {"copy_file_range": hasattr(os, "copy_file_range"), "sendfile": hasattr(os, "sendfile")}
@@ -168,9 +179,13 @@ def atomic_output(dest: str, *, mode_from: int | None = None, durable: bool = Tr
     be old or empty).
     """
     directory = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=TEMP_SUFFIX, dir=directory)
-    closed = False
-    try:
+    remove_stale_temps(dest)
+    prefix = f".{os.path.basename(dest)}.{os.getpid()}."
+    fd, tmp, closed = -1, "", False
+    try:  # cleanup_on_termination may raise anywhere in here; the except below must then know the temp name
+        with _signals_blocked():  # so a SIGTERM cannot land between creating the file and recording its name
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=directory)
+        _lock_quietly(fd)  # held until close: tells remove_stale_temps of other processes that the file is in use
         yield fd, tmp
         if hasattr(os, "fchmod"):
             os.fchmod(fd, mode_from if mode_from is not None else _existing_mode(dest))
@@ -180,14 +195,154 @@ def atomic_output(dest: str, *, mode_from: int | None = None, durable: bool = Tr
         closed = True
         os.replace(tmp, dest)
     except BaseException:
-        if not closed:
+        if not closed and fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
     if durable:
         fsync_dir(directory)
+
+
+def remove_stale_temps(dest: str) -> list[str]:
+    """Remove temp files of ``dest`` left by killed processes (SIGKILL, power loss); return the paths removed.
+
+    A temp file is stale when its owner (the pid in its name) is gone and nobody holds its lock; a temp file of a
+    live process, or one locked by any process (also one in another pid namespace), is never touched. Temp files of
+    older iga versions (no pid in the name) are removed once unlocked and untouched for LEGACY_TEMP_AGE.
+    """
+    directory = os.path.dirname(os.path.abspath(dest))
+    prefix = f".{os.path.basename(dest)}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        m = _TEMP_MIDDLE.match(name[len(prefix) : -len(TEMP_SUFFIX)])
+        if m is None:
+            continue  # not one of ours (another target whose name merely starts the same)
+        path = os.path.join(directory, name)
+        if _owner_may_be_alive(m.group(1), path):
+            continue
+        if _unlink_if_unlocked(path):
+            removed.append(path)
+    return removed
+
+
+def _owner_may_be_alive(pid_text: str | None, path: str) -> bool:
+    if pid_text is None:  # legacy name: judge by age, since a live writer keeps touching the file
+        try:
+            return time.time() - os.stat(path).st_mtime < LEGACY_TEMP_AGE
+        except OSError:
+            return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists but belongs to someone else (or cannot be asked): keep its file
+    return True
+
+
+def _unlink_if_unlocked(path: str) -> bool:
+    """Delete path unless a process holds its lock (a recycled pid may look dead or alive; the lock cannot lie)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - Windows: an open file cannot be deleted anyway
+            pass
+        except OSError:
+            return False
+        try:
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Hold back SIGTERM/SIGHUP for a few statements; a signal that came meanwhile is handled right after."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, CLEANUP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _lock_quietly(fd: int) -> None:
+    with contextlib.suppress(ImportError, OSError):
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+class TerminatedBySignal(BaseException):
+    """SIGTERM/SIGHUP arrived during a file edit; raised so cleanup runs, then the process dies by the signal."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"terminated by signal {signum}")
+
+
+CLEANUP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def cleanup_on_termination() -> Iterator[None]:
+    """For the duration, turn SIGTERM/SIGHUP into TerminatedBySignal so temp files are removed and in-place writes
+    rolled back; afterwards restore the handlers and, if a signal came, die by it as the sender intended.
+
+    Only signals whose disposition is the default (terminate) are caught: an ignored SIGHUP (nohup) stays ignored, and
+    a program that installed its own handler keeps control of its shutdown. Main thread only (Python's rule).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    closing = [False]
+
+    def handler(signum: int, _frame: object) -> None:
+        if received:
+            return  # already unwinding: let the cleanup finish
+        received.append(signum)
+        if not closing[0]:  # once the edit is over, just remember the signal and deliver it below
+            raise TerminatedBySignal(signum)
+
+    previous = {}
+    for s in CLEANUP_SIGNALS:
+        if signal.getsignal(s) == signal.SIG_DFL:
+            previous[s] = signal.signal(s, handler)
+    try:
+        yield
+    except TerminatedBySignal:
+        pass
+    finally:
+        closing[0] = True
+        for s, old in previous.items():
+            signal.signal(s, old)
+    if received:
+        os.kill(os.getpid(), received[0])  # default disposition again: the process ends here, killed by the signal
+        raise CheckpointWriteError(f"interrupted by signal {received[0]}")  # pragma: no cover - not reached
 
 
 def _existing_mode(dest: str) -> int:

@@ -32,6 +32,11 @@ one write of a few KiB. The journal is found through the cache folder, so recove
 running concurrently may see the header change under them (as with any in-place edit). An advisory lock (flock)
 keeps two iga edits of the same file from interleaving.
 
+Termination: SIGTERM and SIGHUP (when their disposition is the default) are turned into an exception for the
+duration of an edit, so the temp file is removed or the in-place write rolled back, and then the process dies by the
+signal as asked. SIGKILL cannot be caught: a killed rewrite leaves its temp file ``.NAME.<pid>.<random>.iga-tmp``,
+which the next edit of the same target removes once that pid is gone and no process holds the file's lock.
+
 Rewrite (when the header grows past N, N is not a multiple of 8, or ``out=`` is given): the new header, with slack
 reserved (max(16 KiB, 25% of the JSON), rounded to 8) so the next edit fits in place, and then the data buffer,
 streamed with ``copy_file_range``/``sendfile`` (user-space 8 MiB buffers as a fallback; tensors are never loaded), into
@@ -233,6 +238,14 @@ def update_metadata(
         dest = None
     if journal.armed_journal(src) is not None:
         recover_interrupted_edit(src)
+    _io.remove_stale_temps(dest or src)  # left by an embed killed with SIGKILL (its pid is gone, its lock released)
+    with _io.cleanup_on_termination():  # SIGTERM/SIGHUP: remove the temp file / roll back, then die by the signal
+        return _update_locked(src, dest, set, remove)
+
+
+def _update_locked(
+    src: str, dest: str | None, set: Mapping[str, str] | None, remove: Iterable[str]  # noqa: A002
+) -> EmbedResult:
     try:
         f = open(src, "rb" if dest is not None else "r+b", buffering=0)
     except FileNotFoundError:

@@ -29,7 +29,11 @@ from iga.checkpoint.header import read_header
 
 CACHE_ENV = _io.CACHE_ENV
 CACHE_FILE = "hashes.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries carry a sampled-block fingerprint (size, mtime and inode alone miss `touch -r`)
+FINGERPRINT_BLOCKS = 16
+FINGERPRINT_BLOCK = 4096
+# What header_sha256 leaves out: the recipe (metadata_sha256 covers it) and a signature over both.
+NOT_IN_HEADER_HASH = ("iga.recipe", "iga.signature")
 MAX_CACHE_ENTRIES = 4096
 _MAX_CACHE_BYTES = 16 * 1024 * 1024
 
@@ -102,9 +106,11 @@ def compute_hashes(
     cache = _Cache.load() if use_cache else None
     results: dict[str, str | None] = {"weights": None, "file": None}
     wanted = [k for k, on in (("weights", weights), ("file", file)) if on]
+    # the weights fingerprint samples the tensor data only, so a header edit keeps the cached weights hash
+    starts = {"weights": read_header(p).data_start if weights else 0, "file": 0}
     missing = []
     for kind in wanted:
-        hit = cache.get(real, kind, st) if cache else None
+        hit = cache.get(real, kind, st, starts[kind]) if cache else None
         if hit:
             results[kind] = hit
         else:
@@ -115,7 +121,7 @@ def compute_hashes(
         results.update(computed)
         if cache is not None:
             for kind in missing:
-                cache.put(real, kind, st, computed[kind])
+                cache.put(real, kind, st, computed[kind], starts[kind])
             cache.save()
     return HashResult(weights_sha256=results["weights"], file_sha256=results["file"])
 
@@ -164,11 +170,46 @@ def note_header_edit(path: str | os.PathLike[str], before: os.stat_result, after
     cache = _Cache.load()
     if not cache.entries:
         return
-    weights = cache.get(real, "weights", before)
+    start = read_header(real).data_start
+    weights = cache.get(real, "weights", before, start)
     cache.drop(real)
     if weights:
-        cache.put(real, "weights", after, weights)
+        cache.put(real, "weights", after, weights, start)
     cache.save()
+
+
+def fingerprint(path: str, size: int, start: int = 0) -> str:
+    """SHA-256 of FINGERPRINT_BLOCKS blocks spread evenly over bytes [start, size) (first and last included): a
+    cached hash is only reused when these bytes are unchanged too, so an edit that keeps size and mtime (`touch -r`)
+    is caught whenever it touches a sampled block. 64 KiB read per check; `--rehash` recomputes everything."""
+    h = hashlib.sha256()
+    span = max(0, size - start)
+    step = max(FINGERPRINT_BLOCK, (span - FINGERPRINT_BLOCK) // max(1, FINGERPRINT_BLOCKS - 1))
+    try:
+        with open(path, "rb") as f:
+            for k in range(FINGERPRINT_BLOCKS):
+                offset = start + min(k * step, max(0, span - FINGERPRINT_BLOCK))
+                f.seek(offset)
+                h.update(f.read(FINGERPRINT_BLOCK))
+    except OSError:
+        return ""
+    return h.hexdigest()
+
+
+def header_sha256(source: Any) -> str:
+    """SHA-256 of everything in the header that can change an image but is not the recipe: each tensor's name,
+    dtype, shape and byte range, and the metadata other than NOT_IN_HEADER_HASH (a network config, ...).
+
+    ``source``: a parsed header or a path. Swapping two same-shaped tensors' offsets changes it; padding does not.
+    """
+    from iga.checkpoint.header import SafetensorsHeader
+
+    header = source if isinstance(source, SafetensorsHeader) else read_header(source)
+    metadata = {k: v for k, v in header.metadata.items() if k not in NOT_IN_HEADER_HASH}
+    index = sorted([t.name, t.dtype, list(t.shape), list(t.data_offsets)] for t in header.tensors)
+    text = json.dumps({"tensors": index, "metadata": metadata}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def cache_dir() -> str:
@@ -203,24 +244,26 @@ class _Cache:
     def _key(real: str, kind: str) -> str:
         return f"{kind}\0{real}"
 
-    def get(self, real: str, kind: str, st: os.stat_result) -> str | None:
+    def get(self, real: str, kind: str, st: os.stat_result, start: int = 0) -> str | None:
         e = self.entries.get(self._key(real, kind))
         if (
             e
             and e.get("size") == st.st_size
             and e.get("mtime_ns") == st.st_mtime_ns
             and e.get("inode") == st.st_ino
+            and e.get("fingerprint") == fingerprint(real, st.st_size, start)
             and isinstance(e.get("sha256"), str)
             and len(e["sha256"]) == 64
         ):
             return str(e["sha256"])
         return None
 
-    def put(self, real: str, kind: str, st: os.stat_result, sha: str) -> None:
+    def put(self, real: str, kind: str, st: os.stat_result, sha: str, start: int = 0) -> None:
         self.entries[self._key(real, kind)] = {
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
             "inode": st.st_ino,
+            "fingerprint": fingerprint(real, st.st_size, start),
             "sha256": sha,
             "used": time.time(),
         }

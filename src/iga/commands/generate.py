@@ -28,6 +28,10 @@ PreviewEveryOpt = Annotated[int, typer.Option("--preview-every", metavar="K",
                                               help="preview every K-th step (and always the last)")]
 PreviewDecoderOpt = Annotated[str, typer.Option("--preview-decoder", help="latents to RGB: auto, linear (published "
                                                 "per-architecture factors), fit (fitted to the model's VAE) or vae")]
+C2paOpt = Annotated[Optional[Path], typer.Option("--c2pa", metavar="CERT_AND_KEY", help="sign every image with a C2PA "
+                                                 "manifest (generator, model, recipe and plan hashes): one PEM file "
+                                                 "holding the certificate chain (signing certificate first) and its "
+                                                 "unencrypted private key; needs pip install iga-diffusion[c2pa]")]
 
 
 class _Progress:
@@ -78,7 +82,7 @@ def generate_cmd(
     mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
     out: OutOpt = Path("outputs"), fmt: FormatOpt = "png", device: DeviceOpt = "cpu", dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False, preview: PreviewOpt = False, preview_every: PreviewEveryOpt = 1,
-    preview_decoder: PreviewDecoderOpt = "auto",
+    preview_decoder: PreviewDecoderOpt = "auto", c2pa: C2paOpt = None,
 ) -> None:
     """Generate images with the model's native recipe; every image carries its full plan (and A1111 infotext).
 
@@ -93,6 +97,7 @@ def generate_cmd(
       iga generate "a yellow star on a black background" --preset Fast -n 4 --seed 7
       iga generate "..." --model sd15.safetensors --sampler "DPM++ 2M Karras" --override sampler
       iga generate "a white ring on a red background" --preview --preview-every 2
+      iga generate "a red star on a white background" --c2pa signer.pem   (C2PA Content Credentials)
     """
     if fmt not in ("png", "jpg", "jpeg", "webp"):
         raise _fail(f"--format {fmt!r}: choose png, jpg or webp")
@@ -102,6 +107,7 @@ def generate_cmd(
 
     if preview_decoder not in DECODERS:
         raise _fail(f"--preview-decoder {preview_decoder!r}: choose {', '.join(DECODERS)}")
+    credentials = _c2pa_credentials(c2pa) if c2pa is not None else None
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
@@ -134,7 +140,7 @@ def generate_cmd(
             raise _fail(str(e)) from None
         raise
     t_save = time.perf_counter()
-    paths, previews = _save_all(results, out, fmt, stream)
+    paths, previews = _save_all(results, out, fmt, stream, credentials)
     t_end = time.perf_counter()
     timing = {"resolve_s": round(t_load - t0, 3), "load_s": round(t_sample - t_load, 3),
               "sample_s": round(t_save - t_sample, 3), "save_s": round(t_end - t_save, 3)}
@@ -154,7 +160,22 @@ def generate_cmd(
                err=True)
 
 
-def _save_all(results, out: Path, fmt: str, stream) -> tuple[list[Path], list[tuple[Path, Path]]]:
+def _c2pa_credentials(path: Path):
+    """The --c2pa signing credentials, checked before anything is generated (one line and exit 2 otherwise)."""
+    from iga.provenance import ProvenanceError
+    from iga.provenance import c2pa as c2pa_mod
+
+    if not c2pa_mod.available():
+        raise _fail(f"--c2pa: {c2pa_mod.INSTALL_HINT}")
+    try:
+        creds = c2pa_mod.load_credentials(path)
+        c2pa_mod.check_credentials(creds)
+    except ProvenanceError as e:
+        raise _fail(f"--c2pa: {e}") from None
+    return creds
+
+
+def _save_all(results, out: Path, fmt: str, stream, credentials=None) -> tuple[list[Path], list[tuple[Path, Path]]]:
     """Save every image (and its previews); Ctrl-C while saving lists what was written and exits 130."""
     from iga.provenance import save_image
 
@@ -164,6 +185,14 @@ def _save_all(results, out: Path, fmt: str, stream) -> tuple[list[Path], list[tu
     try:
         for k, r in enumerate(results):  # each file appears whole or not at all (a temp file, then a link/rename)
             paths.append(save_image(r.image, r.plan.to_dict(), out, fmt=fmt))
+            if credentials is not None:  # signed in place: a temp file renamed over the image
+                from iga.provenance import ProvenanceError
+                from iga.provenance.c2pa import sign_image
+
+                try:
+                    sign_image(paths[-1], credentials, plan=r.plan.to_dict())
+                except ProvenanceError as e:
+                    raise _fail(f"{paths[-1]}: written but not C2PA-signed: {e}") from None
             if stream is not None:
                 from iga.diagnostics.preview import save_previews
 
@@ -300,12 +329,11 @@ def _replay_model(plan, model: Path | None, trust_path: bool) -> str:
 
 def _check_under_guard(plan, m) -> None:
     """Refuse a stored plan the guard would refuse as a request, or whose sigma list is not a runnable one."""
-    from iga.guard import GuardRefused, resolve
+    from iga.guard import GuardRefused
     from iga.guard.resolve import MAX_PLAN_STEPS
 
     try:
-        resolve(m.recipe, plan.as_request(), "permissive", model=m.source.identity,
-                detected_prediction=m.source.detected_prediction, detected_schedule=m.source.declared_schedule)
+        m.source.resolve(plan.as_request(), "permissive")
     except GuardRefused as e:
         why = "; ".join(f"{f.field}: {f.reason}" for f in e.findings if f.outcome == "refused")
         raise _fail(f"the stored plan asks for what the guard refuses ({why})") from None

@@ -56,7 +56,7 @@ def build_request(*, prompt: str = "", preset: str | None = None, sampler: str |
 def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, action: str):
     """Describe the model, resolve the request, record overrides; exit 2/3 with a clear message on failure."""
     from iga.checkpoint import CheckpointError
-    from iga.guard import GuardRefused, record_plan_overrides, resolve
+    from iga.guard import GuardRefused, record_plan_overrides
     from iga.guard.source import describe_model
     from iga.paths import default_model_path
     from iga.recipe import RecipeError
@@ -77,9 +77,7 @@ def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, ac
     if mode not in ("strict", "guarded", "permissive"):
         raise _fail(f"--mode {mode!r}: choose strict, guarded or permissive")
     try:
-        plan, findings = resolve(source.recipe, request, mode, model=source.identity,  # type: ignore[arg-type]
-                                 detected_prediction=source.detected_prediction,
-                                 detected_schedule=source.declared_schedule)
+        plan, findings = source.resolve(request, mode)
     except UnknownNameError as e:
         raise _fail(str(e)) from None
     except (KeyError, ValueError) as e:

@@ -38,7 +38,11 @@ def show_command(
       schema, path, source (iga|a1111|comfyui|invokeai|none), format (png|jpeg|webp), prompt,
       negative_prompt, seed, steps, cfg, sampler, schedule, width, height, model_name, model_hash,
       clip_skip, denoise, image_width, image_height, plan (the full iga plan, or null), raw (the metadata
-      texts as found), warnings (list of strings)
+      texts as found), warnings (list of strings), c2pa (the C2PA manifest summary, or null when there is
+      none or the c2pa extra is not installed: state Trusted|Valid|Invalid, valid, trusted, status, failures,
+      title, label, claim_generator, signer, actions, iga (the org.iga.provenance assertion), plan_matches)
+
+    A C2PA manifest that cannot be read is a warning, not a failure: the generation metadata is still shown.
 
     Exit 0 when the file was read (also with no metadata); 2 when it is unreadable, corrupt or hostile,
     with one `error: ...` line on stderr (with --json, also {"schema", "path", "error"} on stdout).
@@ -53,10 +57,41 @@ def show_command(
         typer.echo(f"error: {image}: {exc}", err=True)
         raise typer.Exit(2) from None
     report: dict[str, Any] = {"schema": SHOW_SCHEMA, "path": str(image), **prov.to_dict()}
+    report["c2pa"] = _c2pa_summary(image, prov, report["warnings"])
     if as_json:
         typer.echo(dumps_strict(report, indent=2, ensure_ascii=False))
         return
     _print_report(report)
+
+
+def _c2pa_summary(image: Path, prov: Any, warnings: list[str]) -> dict[str, Any] | None:
+    """The image's validated C2PA manifest (None without one or without the c2pa extra); problems become warnings."""
+    from iga.provenance import ProvenanceError
+    from iga.provenance import c2pa
+
+    if prov.format not in ("png", "jpeg", "webp") or not c2pa.available():
+        return None
+    try:
+        summary = c2pa.read_manifest(image, plan=prov.plan)
+    except ProvenanceError as exc:
+        warnings.append(str(exc))
+        return None
+    if summary is not None and summary["plan_matches"] is False:
+        warnings.append("the C2PA manifest's plan_sha256 does not match the iga plan in the file")
+    return summary
+
+
+def _c2pa_line(c2pa: dict[str, Any]) -> str:
+    signer = c2pa.get("signer") or {}
+    who = signer.get("common_name") or "?"
+    if signer.get("issuer"):
+        who += f" ({signer['issuer']})"
+    parts = [f"C2PA: {c2pa['status']}", f"signed by {who}"]
+    if c2pa.get("claim_generator"):
+        parts.append(f"generator {c2pa['claim_generator']}")
+    if c2pa.get("plan_matches") is not None:
+        parts.append("plan hash matches" if c2pa["plan_matches"] else "plan hash DIFFERS")
+    return "; ".join(parts)
 
 
 def _safe(value: Any) -> str:
@@ -110,5 +145,8 @@ def _print_report(report: dict[str, Any]) -> None:
                 # Text(): prompts may contain [brackets] that rich would read as markup
                 table.add_row(name, Text(_safe(value)))
         console.print(table)
+    if report.get("c2pa"):
+        ok = report["c2pa"]["valid"] and report["c2pa"]["plan_matches"] is not False
+        console.print(Text(_safe(_c2pa_line(report["c2pa"])), style="green" if ok else "bold red"))
     for warning in report["warnings"]:
         console.print(Text(_safe(f"warning: {warning}"), style="yellow"))

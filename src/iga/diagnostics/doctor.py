@@ -115,11 +115,10 @@ def _explain(m: dict[str, Any]) -> str:
 
 def guard_opinion(case: Case, source: ModelSource, recipe: Any) -> dict[str, str]:
     """What the recipe says about each of the user's settings: field -> the guard's reason (refused or warned)."""
-    from iga.guard import GuardRefused, resolve
+    from iga.guard import GuardRefused
 
     try:
-        plan, _ = resolve(recipe, case.request, "permissive", model=source.identity,
-                          detected_prediction=source.detected_prediction, detected_schedule=source.declared_schedule)
+        plan, _ = source.resolve(case.request, "permissive", recipe=recipe)
         findings = plan.findings
     except GuardRefused as e:
         findings = e.findings
@@ -130,14 +129,13 @@ def guard_opinion(case: Case, source: ModelSource, recipe: Any) -> dict[str, str
 def user_request(case: Case, source: ModelSource, knobs: Any) -> tuple[Request, list[Cause]]:
     """The user's settings as a UI without a guard runs them (against the model's facts only, ``knobs``), minus
     what even the facts refuse (a prediction type the weights do not have, clip skip 0): each such is a Cause."""
-    from iga.guard import GuardRefused, resolve
+    from iga.guard import GuardRefused
 
     req = case.request
     causes: list[Cause] = []
     for _ in range(len(FIELDS) + 1):
         try:
-            resolve(knobs, req, "permissive", model=source.identity, detected_prediction=source.detected_prediction,
-                    detected_schedule=source.declared_schedule)
+            source.resolve(req, "permissive", recipe=knobs)
             return req, causes
         except GuardRefused as e:
             refused = [f for f in e.findings if f.outcome == "refused"]

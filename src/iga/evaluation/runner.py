@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from iga.guard import GuardRefused, ModelIdentity, Plan, Request, record_plan_overrides, resolve
+from iga.guard import GuardRefused, ModelIdentity, Plan, Request, record_plan_overrides
 from iga.guard.plan import Mode
 from iga.guard.source import ModelSource
 from iga.recipe.schema import Recipe
@@ -94,8 +94,7 @@ def resolve_point(p: Point, source: ModelSource, given: dict[int, ModelIdentity]
     ident = _identity(p, source, {} if given is None else given)
     req = p.request.model_copy(update={"prompt": p.prompt, "seeds": [p.seed], "seed": p.seed, "batch": 1})
     try:
-        plan, _ = resolve(recipe, req, p.mode, model=ident, detected_prediction=source.detected_prediction,
-                          detected_schedule=source.declared_schedule)
+        plan, _ = source.resolve(req, p.mode, recipe=recipe, identity=ident)
     except GuardRefused as e:
         reason = "; ".join(f"{f.field}: {f.reason}" for f in e.findings if f.outcome == "refused")
         asked = json.dumps(req.model_dump(mode="json", exclude_defaults=True), sort_keys=True)

@@ -26,7 +26,8 @@ from .plan import Plan
 MAX_LINE = 1 << 20  # a record larger than this is a bug, not an override
 _TAIL_SCAN = MAX_LINE + 2  # a torn tail is at most one record long
 ENV = "IGA_AUDIT_LOG"
-_HINT = f"set {ENV} to a writable file path (e.g. {ENV}=~/iga-audit.jsonl), or fix the file's permissions"
+_FIX = f"set {ENV} to a writable file path (e.g. {ENV}=~/iga-audit.jsonl), or fix the file's permissions"
+_HINT = _FIX[0].upper() + _FIX[1:]
 
 
 class AuditLogError(Exception):
@@ -182,7 +183,7 @@ def _append_whole(fd: int, p: Path, data: bytes) -> None:
         _cut_back(fd, start)
         what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror or str(e)
         raise AuditLogError(f"the record could not be written ({what}); nothing was recorded", path=p,
-                            hint=f"free some space, or {_HINT}") from None
+                            hint=f"Free some space, or {_FIX}") from None
 
 
 def _cut_back(fd: int, size: int) -> None:
@@ -210,7 +211,7 @@ def _repair_torn_tail(fd: int, p: Path) -> None:
     os.ftruncate(fd, line_start)
     os.fsync(fd)
     warnings.warn(f"audit log {p}: removed a torn last record ({len(line)} bytes at offset {line_start}) left by an "
-                  "interrupted write", AuditLogRepairWarning, stacklevel=4)
+                  "interrupted write", AuditLogRepairWarning, stacklevel=3)
 
 
 def _is_json(line: bytes) -> bool:

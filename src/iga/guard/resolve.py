@@ -125,6 +125,7 @@ def resolve(
     model: ModelIdentity | None = None,
     detected_prediction: str | None = None,
     detected_schedule: dict[str, Any] | None = None,
+    integrity: list[tuple[str, str]] | None = None,
 ) -> tuple[Plan, list[Finding]]:
     """Resolve a request against a recipe; return (Plan, findings) or raise GuardRefused.
 
@@ -146,6 +147,13 @@ def resolve(
         r.info("recipe", f"this checkpoint carries no recipe; resolved against {model.architecture} defaults "
                "(A1111-style: dpmpp_2m + karras, CFG 7, 20 steps). Ask the publisher for a recipe, or embed one "
                "with `iga embed`")
+
+    for name, problem in integrity or ():  # the file no longer matches what its recipe vouches for
+        if mode == "permissive":
+            r.soft("integrity", "integrity", f"{problem}; the recipe may not describe these weights", name, None)
+        else:
+            r.hard("integrity", problem, name, None, "run `iga verify` on the model, re-embed the recipe if the "
+                   "change is yours, or use --mode permissive to run it anyway (recorded)")
 
     preset = _pick_preset(recipe, req)
     pname = f"preset {preset.name!r}" if preset else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from iga.recipe import Recipe, RecipeIssue, parse_recipe_dict
@@ -23,10 +24,22 @@ class ModelSource:
     detected_prediction: str | None = None
     notes: list[str] = field(default_factory=list)
     declared_schedule: dict | None = None  # the training schedule the file itself declares (demo models do)
+    integrity: list[tuple[str, str]] = field(default_factory=list)  # (hash, problem): mismatched or missing hashes
+    uncovered: list[str] = field(default_factory=list)  # what the recipe's hashes do not cover
+
+    def resolve(self, request: Any, mode: Any, *, recipe: Any = None, identity: ModelIdentity | None = None):
+        """``iga.guard.resolve`` with every fact this source knows (detected prediction and schedule, integrity):
+        the one way a request for this model is resolved. ``recipe``/``identity`` stand in for the model's own."""
+        from iga.guard.resolve import resolve
+
+        return resolve(self.recipe if recipe is None else recipe, request, mode,
+                       model=identity or self.identity, detected_prediction=self.detected_prediction,
+                       detected_schedule=self.declared_schedule, integrity=self.integrity)
 
 
-def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True) -> ModelSource:
-    """Read a checkpoint's recipe, architecture and hashes (header and cached hashes only; no weights)."""
+def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, rehash: bool = False) -> ModelSource:
+    """Read a checkpoint's recipe, architecture and hashes (header and cached hashes only; no weights), and check
+    the file against the hashes its recipe records (``rehash``: recompute the weights hash, not the cached one)."""
     from iga.checkpoint import detect_architecture, find_recipe
     from iga.checkpoint.hashing import file_sha256, weights_sha256
 
@@ -48,15 +61,21 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True) -> M
         name=Path(p).stem if is_file else Path(p).name,
         path=str(Path(p).resolve()),
         architecture=architecture,
-        weights_sha256=weights_sha256(p) if is_file else None,
+        weights_sha256=weights_sha256(p, use_cache=not rehash) if is_file else None,
         file_sha256=file_sha256(p) if is_file and file_hash else None,
         recipe_source=origin,
         recipe_sha256=rsha,
     )
     if ident.file_sha256:
         ident.autov2 = ident.file_sha256[:10]
-    return ModelSource(p, ident, recipe, issues, prediction, notes + list(arch.notes),
-                       declared_training_schedule(p) if is_file else None)
+    out = ModelSource(p, ident, recipe, issues, prediction, notes + list(arch.notes),
+                      declared_training_schedule(p) if is_file else None)
+    if src is not None:
+        from iga.checkpoint.integrity import check_integrity
+
+        checked = check_integrity(p, src, weights=ident.weights_sha256)  # hashed (or cache-checked) above
+        out.integrity, out.uncovered = checked.problems, checked.uncovered
+    return out
 
 
 _MAX_CONFIG_TEXT = 64 << 10

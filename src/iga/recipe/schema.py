@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from iga.catalog import CFG_VARIANTS
 
-RECIPE_VERSION = "1.1.0"  # 1.1 adds the optional `calibration` block
+RECIPE_VERSION = "1.2.0"  # 1.1 adds the optional `calibration` block; 1.2 `hashes.header_sha256`
 
 PREDICTION_ALIASES = {
     "eps": "eps", "epsilon": "eps", "noise": "eps",
@@ -114,10 +114,12 @@ class Preset(_Model):
 
 
 class Hashes(_Model):
-    """Integrity: SHA-256 of the tensor data and of the recipe's canonical JSON (without this field)."""
+    """Integrity: SHA-256 of the tensor data, of the recipe's canonical JSON (without this field) and, from 1.2, of
+    the tensor index and the other metadata (``iga.checkpoint.hashing.header_sha256``)."""
 
     weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     metadata_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    header_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Calibration(_Model):

@@ -101,8 +101,13 @@ def _from_1_0(d: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return {**d, "iga_version": "1.1.0"}, []
 
 
+def _from_1_1(d: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """1.1 -> 1.2: 1.2 only adds the optional `hashes.header_sha256`; a 1.1 file verifies what it covers."""
+    return {**d, "iga_version": "1.2.0"}, []
+
+
 # from (major, minor) -> migration producing the next version
-MIGRATIONS: dict[tuple[int, int], Migration] = {(0, 1): _from_0_1, (1, 0): _from_1_0}
+MIGRATIONS: dict[tuple[int, int], Migration] = {(0, 1): _from_0_1, (1, 0): _from_1_0, (1, 1): _from_1_1}
 
 
 def migrate(data: dict[str, Any]) -> tuple[dict[str, Any], Version, list[str]]:
