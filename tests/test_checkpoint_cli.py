@@ -102,7 +102,8 @@ def test_verify_detects_tampered_weights_and_recipe(app: typer.Typer, tmp_path: 
     assert code == 1
     rep = json.loads(out)
     assert rep["status"] == "mismatch"
-    assert {c["name"]: c["ok"] for c in rep["checks"]} == {"weights_sha256": False, "metadata_sha256": True}
+    assert {c["name"]: c["ok"] for c in rep["checks"]} == {"weights_sha256": False, "metadata_sha256": True,
+                                                           "header_sha256": True}
     assert "weights_sha256" in err and "tensor data" in err
     raw[-1] ^= 0xFF
     model.write_bytes(bytes(raw))

@@ -91,7 +91,8 @@ LongOpt = typer.Option(False, "--long", help="every field: aliases, diffusers ma
 
 
 @app.command()
-def samplers(as_json: bool = typer.Option(False, "--json", help="machine-readable output"), long: bool = LongOpt) -> None:
+def samplers(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+             long: bool = LongOpt) -> None:
     """List every sampler iga knows: canonical name, A1111 label, order, model calls per step, noise.
 
     Canonical names are ComfyUI's (its 42 KSampler names compute ComfyUI's maths); iga adds `restart` and the

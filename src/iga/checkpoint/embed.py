@@ -150,6 +150,13 @@ def embed_recipe_with_hashes(
     body = {k: v for k, v in recipe.items() if k != "hashes"}
     hashes["weights_sha256"] = weights
     hashes["metadata_sha256"] = recipe_metadata_sha256(body)
+    # the header as it will be once written: this file's tensors and metadata plus the recipe's modelspec mirror
+    from iga.checkpoint.hashing import index_sha256
+
+    header = read_header(path)
+    hashes.pop("header_sha256", None)
+    final_meta = {**header.metadata, **modelspec_mirror({**body, "hashes": hashes})}
+    hashes["header_sha256"] = index_sha256(header.tensors, final_meta)
     return embed_recipe(path, {**body, "hashes": hashes}, out=out), hashes, warnings
 
 

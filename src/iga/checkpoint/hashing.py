@@ -178,6 +178,16 @@ def note_header_edit(path: str | os.PathLike[str], before: os.stat_result, after
     cache.save()
 
 
+def folder_weights_sha256(folder: str | os.PathLike[str], *, use_cache: bool = True) -> tuple[str, list[str]]:
+    """A diffusers folder's weights hash: SHA-256 over "relative/path weights_sha256" lines of every .safetensors
+    file in it (sorted), and the files it covers — so an image made from a folder is tied to its weights too."""
+    root = os.fspath(folder)
+    files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, names in os.walk(root) for f in names
+                   if f.endswith(".safetensors"))
+    lines = "".join(f"{rel} {weights_sha256(os.path.join(root, rel), use_cache=use_cache)}\n" for rel in files)
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest(), files
+
+
 def fingerprint(path: str, size: int, start: int = 0) -> str:
     """SHA-256 of FINGERPRINT_BLOCKS blocks spread evenly over bytes [start, size) (first and last included): a
     cached hash is only reused when these bytes are unchanged too, so an edit that keeps size and mtime (`touch -r`)
@@ -205,8 +215,13 @@ def header_sha256(source: Any) -> str:
     from iga.checkpoint.header import SafetensorsHeader
 
     header = source if isinstance(source, SafetensorsHeader) else read_header(source)
-    metadata = {k: v for k, v in header.metadata.items() if k not in NOT_IN_HEADER_HASH}
-    index = sorted([t.name, t.dtype, list(t.shape), list(t.data_offsets)] for t in header.tensors)
+    return index_sha256(header.tensors, header.metadata)
+
+
+def index_sha256(tensors: Any, metadata: Any) -> str:
+    """header_sha256 of a tensor index and metadata (what a header will hold once written)."""
+    metadata = {k: v for k, v in metadata.items() if k not in NOT_IN_HEADER_HASH}
+    index = sorted([t.name, t.dtype, list(t.shape), list(t.data_offsets)] for t in tensors)
     text = json.dumps({"tensors": index, "metadata": metadata}, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -252,21 +252,26 @@ def _load_recipe(recipe_file: Path) -> tuple[dict[str, Any], list[str]]:
 
 def verify_command(
     path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint with a recipe (embedded or sidecar)")],
+    rehash: Annotated[bool, typer.Option("--rehash", help="recompute the weights hash instead of trusting the "
+                                         "hash cache")] = False,
+    trust: Annotated[Optional[list[Path]], typer.Option("--trust", help="a publisher's public key (.pub); the "
+                                                        "recipe must carry a valid signature by one of them")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (schema iga.verify/1)")] = False,
 ) -> None:
-    """Check that a checkpoint still matches the hashes its recipe records.
+    """Check that a checkpoint still matches the hashes its recipe records (and, with --trust, its signature).
 
-    weights_sha256 is compared with the SHA-256 of the tensor data (reads the whole file; cached by path, size and
-    mtime) and metadata_sha256 with the SHA-256 of the recipe's canonical JSON without `hashes`. A weights mismatch
-    means the tensors changed (corruption, or the recipe was copied from another file); a recipe mismatch means the
-    recipe was edited after it was hashed.
+    weights_sha256 is compared with the SHA-256 of the tensor data (the hash cache is used when size, mtime, inode
+    and a sampled-block fingerprint are unchanged; --rehash reads everything); metadata_sha256 with the recipe's
+    canonical JSON without `hashes`; header_sha256 (Recipe 1.2) with the tensor index and the other metadata. A
+    hash key that an embedded recipe must carry but does not (deleted or renamed) fails too. What the recipe's
+    hashes do not cover is listed.
 
-    Exit 0 when every recorded hash matches, 1 when one does not (saying which), 2 when there is no recipe, the
-    recipe records no hashes, or the input is bad.
+    Exit 0 when every recorded hash matches (and the signature is trusted), 1 when one does not or one is missing
+    (saying which), 2 when there is no recipe, the recipe records no hashes, or the input is bad.
 
-    --json prints {"schema": "iga.verify/1", "path", "status": ok|mismatch|no_recipe|no_hashes|error,
-    "recipe_origin": embedded|sidecar|null, "recipe_path", "checks": [{"name", "expected", "actual", "ok"}],
-    "message"}.
+    --json prints {"schema": "iga.verify/1", "path", "status": ok|mismatch|missing|untrusted|no_recipe|no_hashes|
+    error, "recipe_origin", "recipe_path", "checks": [{"name", "expected", "actual", "ok"}], "missing": [...],
+    "uncovered": [...], "signature": {...} | null, "message"}.
     """
     report: dict[str, Any] = {
         "schema": VERIFY_SCHEMA,
@@ -275,16 +280,25 @@ def verify_command(
         "recipe_origin": None,
         "recipe_path": None,
         "checks": [],
+        "missing": [],
+        "uncovered": [],
+        "signature": None,
         "message": "",
     }
     with _errors(VERIFY_SCHEMA, path if as_json else None, report):
-        code = _verify(path, report)
+        code = _verify(path, report, rehash)
+        if code == 0 and trust:
+            code = _verify_signature(path, list(trust), report)
     if as_json:
         typer.echo(dumps_strict(report, indent=2, ensure_ascii=False))
     else:
         for c in report["checks"]:
             mark = "ok      " if c["ok"] else "MISMATCH"
             typer.echo(f"{mark} {c['name']}: recorded {c['expected']}, actual {c['actual']}")
+        for name in report["missing"]:
+            typer.echo(f"MISSING  {name}: the embedded recipe does not record it")
+        for what in report["uncovered"]:
+            typer.echo(f"not covered: {what}")
         if code == 0:
             typer.echo(report["message"])
     if code:
@@ -292,11 +306,11 @@ def verify_command(
         raise typer.Exit(code)
 
 
-def _verify(path: Path, report: dict[str, Any]) -> int:
+def _verify(path: Path, report: dict[str, Any], rehash: bool) -> int:
     import warnings
 
-    from iga.checkpoint import find_recipe, weights_sha256
-    from iga.recipe.canonical import recipe_metadata_sha256
+    from iga.checkpoint import find_recipe
+    from iga.checkpoint.integrity import check_integrity
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -308,37 +322,36 @@ def _verify(path: Path, report: dict[str, Any]) -> int:
     report["recipe_origin"] = source.origin
     report["recipe_path"] = source.path
     hashes = source.recipe.get("hashes")
-    hashes = hashes if isinstance(hashes, dict) else {}
-    expected_w = hashes.get("weights_sha256")
-    expected_m = hashes.get("metadata_sha256")
-    if not isinstance(expected_w, str) and not isinstance(expected_m, str):
+    if not isinstance(hashes, dict) or not hashes:
         report["status"] = "no_hashes"
-        report["message"] = (
-            f"{path}: the {source.origin} recipe records no hashes; run `iga embed` to add them"
-        )
+        report["message"] = f"{path}: the {source.origin} recipe records no hashes; run `iga embed` to add them"
         return 2
-    checks = report["checks"]
-    if isinstance(expected_m, str):
-        body = {k: v for k, v in source.recipe.items() if k != "hashes"}
-        actual = recipe_metadata_sha256(body)
-        checks.append({"name": "metadata_sha256", "expected": expected_m, "actual": actual, "ok": actual == expected_m})
-    if isinstance(expected_w, str):
-        if path.is_dir():
-            raise _UsageError(f"{path}: weights_sha256 can be verified for single .safetensors files only")
-        actual = weights_sha256(path)
-        checks.append({"name": "weights_sha256", "expected": expected_w, "actual": actual, "ok": actual == expected_w})
-    bad = [c["name"] for c in checks if not c["ok"]]
-    if bad:
-        why = {
-            "weights_sha256": "the tensor data differs from what the recipe was made for (corrupt file, or the recipe "
-            "belongs to another checkpoint)",
-            "metadata_sha256": "the recipe was edited after it was hashed",
-        }
-        report["status"] = "mismatch"
-        report["message"] = f"{path}: " + "; ".join(f"{n} does not match: {why[n]}" for n in bad)
+    if path.is_dir() and "weights_sha256" in hashes:
+        raise _UsageError(f"{path}: weights_sha256 can be verified for single .safetensors files only")
+    result = check_integrity(path, source, rehash=rehash)
+    report["checks"] = [{"name": c.name, "expected": c.expected, "actual": c.actual, "ok": c.ok}
+                        for c in result.checks]
+    report["missing"], report["uncovered"] = result.missing, result.uncovered
+    if result.problems:
+        report["status"] = "mismatch" if any(not c.ok for c in result.checks) else "missing"
+        report["message"] = f"{path}: " + "; ".join(why for _, why in result.problems)
         return 1
     report["status"] = "ok"
-    report["message"] = f"{path}: verified ({', '.join(c['name'] for c in checks)} match the {source.origin} recipe)"
+    names = ", ".join(c.name for c in result.checks)
+    report["message"] = f"{path}: verified ({names} match the {source.origin} recipe)"
+    return 0
+
+
+def _verify_signature(path: Path, trust: list[Path], report: dict[str, Any]) -> int:
+    from iga.checkpoint.signing import check_signature, read_key_file
+
+    status = check_signature(path, [read_key_file(p) for p in trust])
+    report["signature"] = status.to_dict()
+    if not status.ok:
+        report["status"] = "untrusted"
+        report["message"] = f"{path}: {status.message}"
+        return 1
+    report["message"] += f"; signed by trusted key {status.key_id}"
     return 0
 
 

@@ -73,6 +73,7 @@ def grid_cmd(
       iga grid "..." --model sd15.safetensors --x sampler=recipe --y cfg=recipe --seed 7
     """
     from iga.diagnostics.grid import GridSpec, parse_axis, run_grid
+    from iga.guard import AuditLogError
     from iga.evaluation.axes import SpecError
     from iga.recipe.names import UnknownNameError
 
@@ -90,7 +91,7 @@ def grid_cmd(
         run_dir = out or Path("outputs") / "grids" / _default_name(axes)
         result = with_progress(lambda p: run_grid(spec, run_dir, source=source, progress=p, workers=workers),
                                as_json, "grid")
-    except (SpecError, UnknownNameError, ValueError) as e:
+    except (SpecError, UnknownNameError, ValueError, AuditLogError) as e:
         raise _fail(str(e.args[0]) if e.args else str(e)) from None
     except KeyboardInterrupt:
         where = out or "the same --out"
@@ -159,6 +160,7 @@ def doctor_cmd(
       iga doctor --plan plan.json --no-sweeps
     """
     from iga.diagnostics.case import CaseError, case_from_image, case_from_plan
+    from iga.guard import AuditLogError
     from iga.recipe.names import UnknownNameError
 
     if self_test:
@@ -175,7 +177,7 @@ def doctor_cmd(
 
         diag = with_progress(lambda p: run_doctor(case, run_dir, sweeps=sweeps, half=half, progress=p), as_json,
                              "examining")
-    except (CaseError, UnknownNameError, ValueError) as e:
+    except (CaseError, UnknownNameError, ValueError, AuditLogError) as e:
         raise _fail(str(e.args[0]) if e.args else str(e)) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: nothing diagnosed (the renders made so far are kept)", err=True)

@@ -112,6 +112,7 @@ def eval_cmd(
     """
     from iga.evaluation.axes import SpecError
     from iga.evaluation.experiment import run_experiment
+    from iga.guard import AuditLogError
     from iga.recipe.names import UnknownNameError
 
     if quick and spec != "headline":
@@ -122,7 +123,7 @@ def eval_cmd(
         experiment = _load(spec, flags, quick, workers, backend, ray_address)
         run_dir = out or Path("runs") / experiment.name
         result = with_progress(lambda p: run_experiment(experiment, run_dir, progress=p), as_json)
-    except (SpecError, UnknownNameError, KeyError) as e:
+    except (SpecError, UnknownNameError, KeyError, AuditLogError) as e:
         raise _fail(str(e.args[0]) if e.args else str(e)) from None
     except KeyboardInterrupt:
         target = out or "the same --out"
@@ -205,13 +206,14 @@ def calibrate_cmd(
     Exit codes: 0 done, 2 bad input, 130 interrupted (rerun to resume).
     """
     from iga.evaluation.axes import SpecError
+    from iga.guard import AuditLogError
     from iga.recipe import RecipeError
 
     if write and sidecar:
         raise _fail("choose one of --write and --sidecar")
     try:
         result, source = _run_calibration(model, facts, prompts, quick, out, as_json)
-    except (SpecError, RecipeError, RuntimeError) as e:
+    except (SpecError, RecipeError, RuntimeError, AuditLogError) as e:
         raise _fail(str(e)) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: finished images are kept; rerun the same command to resume", err=True)

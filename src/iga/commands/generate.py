@@ -13,7 +13,8 @@ from iga.provenance.jsonutil import dumps_strict
 
 from iga.commands.guard import (
     BatchOpt, CfgOpt, ClipSkipOpt, EtaOpt, JsonOpt, ModelOpt, ModeOpt, NegativeOpt, OverrideOpt, PredOpt,
-    PresetOpt, ReasonOpt, SamplerOpt, ScheduleOpt, SeedOpt, SizeOpt, StepsOpt, VaeOpt, build_request,
+    PresetOpt, ReasonOpt, RehashOpt, RequireSignedOpt, SamplerOpt, ScheduleOpt, SeedOpt, SizeOpt, StepsOpt, TrustOpt,
+    VaeOpt, build_request,
     print_findings, resolve_for_cli,
 )
 
@@ -81,6 +82,7 @@ def generate_cmd(
     clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, override: OverrideOpt = None, reason: ReasonOpt = None,
     mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
     out: OutOpt = Path("outputs"), fmt: FormatOpt = "png", device: DeviceOpt = "cpu", dtype: DtypeOpt = "float32",
+    require_signed: RequireSignedOpt = False, trust: TrustOpt = None, rehash: RehashOpt = False,
     as_json: JsonOpt = False, preview: PreviewOpt = False, preview_every: PreviewEveryOpt = 1,
     preview_decoder: PreviewDecoderOpt = "auto", c2pa: C2paOpt = None,
 ) -> None:
@@ -113,7 +115,8 @@ def generate_cmd(
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
                             reason=reason)
     t0 = time.perf_counter()
-    source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="generate")
+    source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="generate",
+                                        require_signed=require_signed, trust=trust, rehash=rehash)
     if not as_json:
         print_findings([f for f in plan.findings if f.outcome != "applied" or f.field in ("recipe", "seed")])
     from iga.generate import Model

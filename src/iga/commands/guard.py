@@ -36,6 +36,12 @@ BatchOpt = Annotated[int, typer.Option("--n", "--batch", "-n", help="images to m
 PredOpt = Annotated[Optional[str], typer.Option("--prediction-type", hidden=True,
                                                 help="advanced: treat the model as eps/v/x0/flow")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+RequireSignedOpt = Annotated[bool, typer.Option("--require-signed", help="refuse a model whose recipe is not signed "
+                                                "by a trusted key (also: IGA_REQUIRE_SIGNED=1)")]
+TrustOpt = Annotated[Optional[list[Path]], typer.Option("--trust", help="a publisher's public key (.pub) to accept "
+                                                        "signatures from (repeatable; also: IGA_TRUSTED_KEYS)")]
+RehashOpt = Annotated[bool, typer.Option("--rehash", help="recompute the weights hash instead of trusting the "
+                                         "hash cache")]
 
 
 def build_request(*, prompt: str = "", preset: str | None = None, sampler: str | None = None,
@@ -53,10 +59,11 @@ def build_request(*, prompt: str = "", preset: str | None = None, sampler: str |
     )
 
 
-def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, action: str):
+def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, action: str,
+                    require_signed: bool = False, trust: list[Path] | None = None, rehash: bool = False):
     """Describe the model, resolve the request, record overrides; exit 2/3 with a clear message on failure."""
     from iga.checkpoint import CheckpointError
-    from iga.guard import GuardRefused, record_plan_overrides
+    from iga.guard import AuditLogError, GuardRefused, record_plan_overrides
     from iga.guard.source import describe_model
     from iga.paths import default_model_path
     from iga.recipe import RecipeError
@@ -66,8 +73,12 @@ def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, ac
     if not Path(path).exists():
         raise _fail(f"model {path} not found" + ("" if model else " (the bundled demo model is missing: "
                                                  "reinstall iga or pass --model)"))
+    from iga.guard.source import signatures_required
+
     try:
-        source = describe_model(path)
+        source = describe_model(path, rehash=rehash)
+        if require_signed or signatures_required():
+            source.require_signature(trust)
     except (CheckpointError, RecipeError) as e:
         raise _fail(str(e)) from None
     if model:  # a model the user chose: replay and the doctor may find it again by its weights hash
@@ -90,7 +101,10 @@ def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, ac
             print_findings(e.findings)
             typer.echo("refused by the guard: nothing was generated", err=True)
         raise typer.Exit(3) from None
-    log = record_plan_overrides(plan, action=action)
+    try:  # an override that cannot be recorded is not accepted: nothing runs
+        log = record_plan_overrides(plan, action=action)
+    except AuditLogError as e:
+        raise _fail(str(e)) from None
     return source, plan, log
 
 
@@ -158,6 +172,7 @@ def plan_cmd(
     steps: StepsOpt = None, cfg: CfgOpt = None, seed: SeedOpt = None, size: SizeOpt = None, vae: VaeOpt = None,
     clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, override: OverrideOpt = None, reason: ReasonOpt = None,
     mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
+    require_signed: RequireSignedOpt = False, trust: TrustOpt = None, rehash: RehashOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve settings against the model's recipe and print the plan and every finding, without generating.
@@ -176,7 +191,8 @@ def plan_cmd(
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
                             reason=reason)
-    source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="plan")
+    source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="plan",
+                                        require_signed=require_signed, trust=trust, rehash=rehash)
     if as_json:
         typer.echo(dumps_strict({"schema": "iga.plan-result/1", "ok": True, "plan": plan.to_dict(),
                                "audit_log": str(log) if log else None}, indent=2))

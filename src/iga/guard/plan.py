@@ -71,9 +71,12 @@ class ModelIdentity(BaseModel):
     """Which checkpoint a plan is for, and how to recognise it again."""
 
     name: str
-    path: str | None = None
+    path: str | None = Field(None, description="the model's local path: recorded only when the user opts in "
+                             "(IGA_RECORD_MODEL_PATH=1), so shared images do not reveal local folders")
     architecture: str = "unknown"
     weights_sha256: str | None = None
+    weights_files: list[str] | None = Field(None, description="a folder's .safetensors files its weights_sha256 "
+                                            "covers (relative paths)")
     file_sha256: str | None = None
     autov2: str | None = None
     recipe_source: Literal["embedded", "sidecar", "none", "given"] = "none"

@@ -126,6 +126,7 @@ def resolve(
     detected_prediction: str | None = None,
     detected_schedule: dict[str, Any] | None = None,
     integrity: list[tuple[str, str]] | None = None,
+    signature: str | None = None,
 ) -> tuple[Plan, list[Finding]]:
     """Resolve a request against a recipe; return (Plan, findings) or raise GuardRefused.
 
@@ -148,6 +149,9 @@ def resolve(
                "(A1111-style: dpmpp_2m + karras, CFG 7, 20 steps). Ask the publisher for a recipe, or embed one "
                "with `iga embed`")
 
+    if signature:  # a signature the user demands (--require-signed): no mode runs without it
+        r.hard("signature", signature, "signed by a trusted key", None, "ask the publisher for a signed recipe, or "
+               "drop --require-signed")
     for name, problem in integrity or ():  # the file no longer matches what its recipe vouches for
         if mode == "permissive":
             r.soft("integrity", "integrity", f"{problem}; the recipe may not describe these weights", name, None)

@@ -26,6 +26,7 @@ class ModelSource:
     declared_schedule: dict | None = None  # the training schedule the file itself declares (demo models do)
     integrity: list[tuple[str, str]] = field(default_factory=list)  # (hash, problem): mismatched or missing hashes
     uncovered: list[str] = field(default_factory=list)  # what the recipe's hashes do not cover
+    signature: str | None = None  # why the model fails a required signature (None: fine, or not required)
 
     def resolve(self, request: Any, mode: Any, *, recipe: Any = None, identity: ModelIdentity | None = None):
         """``iga.guard.resolve`` with every fact this source knows (detected prediction and schedule, integrity):
@@ -34,14 +35,38 @@ class ModelSource:
 
         return resolve(self.recipe if recipe is None else recipe, request, mode,
                        model=identity or self.identity, detected_prediction=self.detected_prediction,
-                       detected_schedule=self.declared_schedule, integrity=self.integrity)
+                       detected_schedule=self.declared_schedule, integrity=self.integrity,
+                       signature=self.signature)
+
+    def require_signature(self, trusted: list[str | os.PathLike[str]] | None = None) -> None:
+        """Demand a valid signature by one of ``trusted`` (public keys; default $IGA_TRUSTED_KEYS): without one,
+        every plan for this model is refused, in every mode."""
+        from iga.checkpoint.signing import check_signature, read_key_file
+
+        keys = list(trusted or []) or [p for p in os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if p]
+        if not keys:
+            self.signature = (f"a signature is required but no trusted key is given (--trust KEY.pub or "
+                              f"{TRUSTED_KEYS_ENV})")
+            return
+        status = check_signature(self.path, [read_key_file(k) for k in keys])
+        self.signature = None if status.ok else status.message
+
+
+RECORD_PATH_ENV = "IGA_RECORD_MODEL_PATH"  # "1": plans (and so images) record the model's local path
+REQUIRE_SIGNED_ENV = "IGA_REQUIRE_SIGNED"  # the config setting: "1" demands signed recipes everywhere
+TRUSTED_KEYS_ENV = "IGA_TRUSTED_KEYS"  # publishers' public keys, separated like PATH
+
+
+def signatures_required() -> bool:
+    """Whether the user's configuration demands signed recipes ($IGA_REQUIRE_SIGNED=1)."""
+    return os.environ.get(REQUIRE_SIGNED_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, rehash: bool = False) -> ModelSource:
     """Read a checkpoint's recipe, architecture and hashes (header and cached hashes only; no weights), and check
     the file against the hashes its recipe records (``rehash``: recompute the weights hash, not the cached one)."""
     from iga.checkpoint import detect_architecture, find_recipe
-    from iga.checkpoint.hashing import file_sha256, weights_sha256
+    from iga.checkpoint.hashing import file_sha256, folder_weights_sha256, weights_sha256
 
     p = os.fspath(path)
     arch = detect_architecture(p)
@@ -57,11 +82,13 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
         recipe, issues = parse_recipe_dict(src.recipe, source=f"{src.origin} recipe of {p}")
         origin, rsha = src.origin, recipe_metadata_sha256(recipe.to_dict())
     is_file = os.path.isfile(p)
+    folder_hash, folder_files = (None, None) if is_file else folder_weights_sha256(p, use_cache=not rehash)
     ident = ModelIdentity(
         name=Path(p).stem if is_file else Path(p).name,
-        path=str(Path(p).resolve()),
+        path=str(Path(p).resolve()) if os.environ.get(RECORD_PATH_ENV) == "1" else None,
         architecture=architecture,
-        weights_sha256=weights_sha256(p, use_cache=not rehash) if is_file else None,
+        weights_sha256=weights_sha256(p, use_cache=not rehash) if is_file else folder_hash,
+        weights_files=folder_files,
         file_sha256=file_sha256(p) if is_file and file_hash else None,
         recipe_source=origin,
         recipe_sha256=rsha,
@@ -73,7 +100,7 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
     if src is not None:
         from iga.checkpoint.integrity import check_integrity
 
-        checked = check_integrity(p, src, weights=ident.weights_sha256)  # hashed (or cache-checked) above
+        checked = check_integrity(p, src, weights=ident.weights_sha256 if is_file else None)
         out.integrity, out.uncovered = checked.problems, checked.uncovered
     return out
 
