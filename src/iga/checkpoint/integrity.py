@@ -4,7 +4,7 @@ An embedded recipe records (since 1.0) ``weights_sha256`` (the tensor data) and 
 itself), and since 1.2 ``header_sha256`` (tensor names, dtypes, shapes, offsets and the other metadata). Each is
 compared with the file as it is now; a hash an embedded recipe of its version must carry but does not (a deleted
 or misspelt key) is a problem too, because an attacker who can edit a recipe can also delete its hashes. A sidecar
-recipe may carry none (it was written by hand), nor may a recipe embedded without hashes (nothing is vouched
+recipe may carry none (it was written by hand), nor may a 1.0/1.1 recipe embedded without hashes (nothing is vouched
 for; reported as uncovered); what a recipe carries is checked. Older recipes say what they do not
 cover. The weights hash comes from the hash cache (see ``hashing``): ``rehash=True`` recomputes it.
 """
@@ -47,6 +47,7 @@ class Integrity:
     checks: list[HashCheck] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     uncovered: list[str] = field(default_factory=list)
+    unhashed: bool = False  # an embedded recipe with no hashes at all (never vouched for, or stripped)
 
     @property
     def problems(self) -> list[tuple[str, str]]:
@@ -56,14 +57,17 @@ class Integrity:
                              f"proves {PROVES[name]}; re-embed with `iga embed`") for name in self.missing]
 
 
+def _version(recipe: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(recipe.get("iga_version", "")).split(".")[:2] if p.isdigit())
+
+
 def _required(origin: str, version: str, hashes: dict) -> list[str]:
     # a recipe without any hashes was never vouched for (reported as uncovered); one whose hash block lacks a key
     # that `iga embed` always writes had it deleted or renamed
     if origin != "embedded" or not hashes:
         return []
     needed = ["weights_sha256", "metadata_sha256"]
-    major_minor = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
-    if major_minor >= (1, 2):
+    if _version({"iga_version": version}) >= (1, 2):
         needed.append("header_sha256")
     return needed
 
@@ -83,6 +87,9 @@ def check_integrity(path: str | os.PathLike[str], source: RecipeSource, *, rehas
     out.missing = [k for k in _required(source.origin, recipe.get("iga_version", ""), hashes) if k not in recorded]
     if not hashes:
         out.uncovered.append("everything: the recipe records no hashes (run `iga embed` to add them)")
+        out.unhashed = source.origin == "embedded"
+        if out.unhashed and _version(recipe) >= (1, 2):  # since 1.2 an embedded recipe always has them: stripped
+            out.missing = ["weights_sha256", "metadata_sha256", "header_sha256"]
     is_file = os.path.isfile(path)
     if "header_sha256" not in recorded:
         out.uncovered.append("the tensor index and the other metadata (header_sha256 is not recorded)")

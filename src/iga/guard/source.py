@@ -102,6 +102,9 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
 
         checked = check_integrity(p, src, weights=ident.weights_sha256 if is_file else None)
         out.integrity, out.uncovered = checked.problems, checked.uncovered
+        if checked.unhashed:  # strict mode refuses it; the others say so (see resolve)
+            out.integrity.append(("hashes", "the embedded recipe records no hashes: nothing proves it belongs to "
+                                            "these weights (stripped, or embedded without `iga embed`)"))
     return out
 
 
