@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from test_checkpoint_support import data_region, isolated_cache, write_reference  # noqa: F401
-from typer.testing import CliRunner
+from test_checkpoint_support import data_region, isolated_cache, run, write_reference  # noqa: F401
 
 import iga.checkpoint as ck
 from iga.commands import checkpoint as commands
@@ -33,10 +32,6 @@ def app() -> typer.Typer:
     return a
 
 
-def run(app: typer.Typer, *args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
-    return r.exit_code, r.stdout, r.stderr
 
 
 def _model(tmp_path: Path) -> Path:

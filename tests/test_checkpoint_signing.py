@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from test_checkpoint_support import isolated_cache, write_reference  # noqa: F401
-from typer.testing import CliRunner
+from test_checkpoint_support import isolated_cache, run, write_reference  # noqa: F401
 
 import iga.checkpoint as ck
 from iga.checkpoint import signing
@@ -310,10 +309,6 @@ def app() -> typer.Typer:
     return a
 
 
-def run(app: typer.Typer, *args: object) -> tuple[int, str, str]:
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
-    return r.exit_code, r.stdout, r.stderr
 
 
 def test_cli_keygen_sign_check_round_trip(app: typer.Typer, tmp_path: Path) -> None:

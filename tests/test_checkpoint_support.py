@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 
 NP_DTYPES = {
     "F16": np.float16,
@@ -130,3 +131,12 @@ def temp_leftovers(folder: Path) -> list[str]:
 def list_dir(folder: Path) -> list[str]:
     """Names in a folder, sorted."""
     return sorted(os.listdir(folder))
+
+
+def run(app: "typer.Typer", *args: object) -> tuple[int, str, str]:
+    """Invoke a CLI app in-process: (exit code, stdout, stderr); an unexpected exception fails the test."""
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    return r.exit_code, r.stdout, r.stderr
