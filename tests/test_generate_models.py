@@ -89,7 +89,11 @@ def test_vae_override_changes_the_image_and_is_recorded(models):
         m.generate(PROMPT, seed=3, vae=str(vae))
     assert any(f.field == "vae" and f.outcome == "refused" for f in e.value.findings)
     [other] = m.generate(request=Request(prompt=PROMPT, seed=3, vae=str(vae), overrides=["vae"], reason="test"))
-    assert other.plan.vae.source == "file" and other.plan.vae.path == str(vae)
+    from iga.checkpoint.hashing import file_sha256
+
+    # recorded by its hash, not by where it lives on this machine (IGA_RECORD_MODEL_PATH=1 records the path)
+    assert other.plan.vae.source == "file" and other.plan.vae.path is None
+    assert other.plan.vae.file_sha256 == file_sha256(vae)
     assert [(o.field, o.requested_value, o.reason) for o in other.plan.overrides] == [("vae", vae.stem, "test")]
     assert not np.array_equal(native.pixels, other.pixels)
     # the same latents, decoded by another VAE: a different picture of the same sampling run

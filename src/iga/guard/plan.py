@@ -153,8 +153,12 @@ class Plan(BaseModel):
         """The request that asks for exactly this plan's settings (its sigma list only when it was explicit): how a
         stored plan goes back through the guard."""
         vae = None
-        if self.vae is not None:
-            vae = self.vae.path if self.vae.source == "file" else self.vae.id
+        if self.vae is not None and self.vae.source == "file":
+            from iga.generate import vae_file
+
+            vae = vae_file(self)  # the recorded path, or the file with the recorded hash (ValueError if neither)
+        elif self.vae is not None:
+            vae = self.vae.id
         return Request(sampler=self.sampler, schedule=self.schedule, steps=self.steps, cfg=self.cfg,
                        cfg_variant=self.cfg_variant, cfg_rescale=self.cfg_rescale, eta=self.eta, seed=self.seed,
                        size=f"{self.width}x{self.height}", vae=vae, clip_skip=self.clip_skip,

@@ -12,6 +12,7 @@ warning. Every accepted soft deviation becomes an OverrideRecord in the Plan (an
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import secrets
 from datetime import datetime, timezone
 from typing import Any
@@ -389,14 +390,32 @@ def _resolve_vae(r: _Resolver, recipe: Recipe, req: Request) -> VaeIdentity | No
     from pathlib import Path
 
     is_path = Path(req.vae).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(req.vae).exists()
-    # an absolute path: the plan must replay from any working directory
-    ident = VaeIdentity(id=Path(req.vae).stem if is_path else req.vae,
-                        path=str(Path(req.vae).expanduser().resolve()) if is_path else None,
-                        source="file" if is_path else "checkpoint")
+    ident = VaeIdentity(id=Path(req.vae).stem if is_path else req.vae, source="file" if is_path else "checkpoint")
+    if is_path:
+        ident = _vae_file_identity(r, ident, Path(req.vae).expanduser().resolve())
     if native and ident.id != native:
         r.soft("vae", "vae", f"VAE {ident.id!r} is not the recipe's {native!r}; another VAE shifts colours and "
                "detail", native, ident.id, f"use the {native} VAE")
     return ident
+
+
+def _vae_file_identity(r: _Resolver, ident: VaeIdentity, path: "Path") -> VaeIdentity:
+    """A VAE file is recorded by its hash (found again through the model store); its local path only with
+    IGA_RECORD_MODEL_PATH=1, so shared images do not reveal local folders."""
+    import os
+
+    from iga.guard.source import RECORD_PATH_ENV
+    from iga.guard.store import remember
+
+    if not path.is_file():
+        r.hard("vae", f"VAE not found: {path}", None, str(path), "check the path")
+        return ident
+    from iga.checkpoint.hashing import file_sha256
+
+    digest = file_sha256(path)
+    remember(digest, str(path), ident.id or path.stem)
+    recorded = str(path) if os.environ.get(RECORD_PATH_ENV) == "1" else None
+    return ident.model_copy(update={"path": recorded, "file_sha256": digest, "autov2": digest[:10]})
 
 
 def _sigmas_and_nfe(r: _Resolver, recipe: Recipe, sampler: str, schedule: str, steps: int, pred: str,

@@ -64,6 +64,19 @@ def remember(weights_sha256: str | None, path: str, name: str) -> None:
         pass
 
 
+def find_file(file_sha256: str | None) -> str | None:
+    """A file (e.g. a VAE) the user has used, by the SHA-256 of its bytes, re-checked; None when unknown."""
+    from iga.checkpoint.hashing import file_sha256 as hash_of
+
+    known = _read().get(file_sha256 or "")
+    if not known or not Path(known["path"]).is_file():
+        return None
+    try:
+        return known["path"] if hash_of(known["path"]) == file_sha256 else None
+    except (OSError, ValueError):
+        return None
+
+
 def _is_model_path(path: Path) -> bool:
     """A regular file or a folder (never a FIFO, device or socket, which could block or leak)."""
     try:
