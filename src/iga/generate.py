@@ -74,6 +74,8 @@ class Model:
 
     def backend_for(self, plan: Plan):
         """The backend a plan runs on (the checkpoint's own VAE or the plan's VAE file)."""
+        from iga.guard.store import vae_file
+
         return self.backend(vae_file(plan))
 
     def generate(self, prompt: str = "", *, plan: Plan | None = None, mode: Mode = "guarded",
@@ -94,23 +96,6 @@ class Model:
             p = p.model_copy(update={"pixels_sha256": pixels_sha256(px), "runtime": runtime})
             out.append(GeneratedImage(image=_to_pil(px), plan=p, pixels=px, nfe=nfe))
         return out
-
-
-def vae_file(plan: Plan) -> str | None:
-    """The VAE file a plan renders with: its recorded path, else the file with its hash that this user has used
-    (``iga.guard.store``); None for the checkpoint's own VAE. Raises ValueError when the file is not here."""
-    vae = plan.vae
-    if vae is None or vae.source != "file":
-        return None
-    if vae.path and os.path.isfile(vae.path):
-        return vae.path
-    from iga.guard.store import find_file
-
-    found = find_file(vae.file_sha256)
-    if found is None:
-        raise ValueError(f"VAE not found: {vae.path or vae.id} (file {str(vae.file_sha256)[:12]}...); use it once "
-                         "with --vae PATH so iga knows where it is")
-    return found
 
 
 def runtime_info(backend: Any) -> dict[str, Any]:

@@ -106,11 +106,9 @@ def compute_hashes(
     cache = _Cache.load() if use_cache else None
     results: dict[str, str | None] = {"weights": None, "file": None}
     wanted = [k for k, on in (("weights", weights), ("file", file)) if on]
-    # the weights fingerprint samples the tensor data only, so a header edit keeps the cached weights hash
-    starts = {"weights": read_header(p).data_start if weights else 0, "file": 0}
     missing = []
     for kind in wanted:
-        hit = cache.get(real, kind, st, starts[kind]) if cache else None
+        hit = cache.get(real, kind, st) if cache else None
         if hit:
             results[kind] = hit
         else:
@@ -118,6 +116,8 @@ def compute_hashes(
     if missing:
         data_start = read_header(p).data_start if "weights" in missing else 0
         computed = _stream_hashes(real, data_start if "weights" in missing else None, "file" in missing, st)
+        # the weights fingerprint samples the tensor data only, so a header edit keeps the cached weights hash
+        starts = {"weights": data_start, "file": 0}
         results.update(computed)
         if cache is not None:
             for kind in missing:
@@ -170,7 +170,7 @@ def note_header_edit(path: str | os.PathLike[str], before: os.stat_result, after
     cache = _Cache.load()
     if not cache.entries:
         return
-    start = read_header(real).data_start
+    start = read_header(real).data_start  # a rewrite may have moved the data: fingerprint where it is now
     weights = cache.get(real, "weights", before, start)
     cache.drop(real)
     if weights:
@@ -259,14 +259,17 @@ class _Cache:
     def _key(real: str, kind: str) -> str:
         return f"{kind}\0{real}"
 
-    def get(self, real: str, kind: str, st: os.stat_result, start: int = 0) -> str | None:
+    def get(self, real: str, kind: str, st: os.stat_result, start: int | None = None) -> str | None:
+        """The cached hash when stat and fingerprint still match (``start``: where the fingerprinted bytes begin
+        now, when an edit moved them; default the start recorded with the entry)."""
         e = self.entries.get(self._key(real, kind))
         if (
             e
             and e.get("size") == st.st_size
             and e.get("mtime_ns") == st.st_mtime_ns
             and e.get("inode") == st.st_ino
-            and e.get("fingerprint") == fingerprint(real, st.st_size, start)
+            and isinstance(e.get("start"), int)
+            and e.get("fingerprint") == fingerprint(real, st.st_size, e["start"] if start is None else start)
             and isinstance(e.get("sha256"), str)
             and len(e["sha256"]) == 64
         ):
@@ -278,6 +281,7 @@ class _Cache:
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
             "inode": st.st_ino,
+            "start": start,  # where the fingerprinted bytes begin (the tensor data for weights)
             "fingerprint": fingerprint(real, st.st_size, start),
             "sha256": sha,
             "used": time.time(),

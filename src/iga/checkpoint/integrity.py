@@ -73,10 +73,10 @@ def _required(origin: str, version: str, hashes: dict) -> list[str]:
 
 
 def check_integrity(path: str | os.PathLike[str], source: RecipeSource, *, rehash: bool = False,
-                    weights: str | None = None) -> Integrity:
+                    weights: str | None = None, header: Any = None) -> Integrity:
     """Compare every hash the recipe records (and every one it must record) with the file as it is now.
 
-    ``weights``: the file's weights hash when the caller has just computed it (not read again)."""
+    ``weights``/``header``: the file's weights hash and parsed header when the caller already has them."""
     from iga.checkpoint.hashing import header_sha256, weights_sha256
     from iga.recipe.canonical import recipe_metadata_sha256
 
@@ -102,6 +102,6 @@ def check_integrity(path: str | os.PathLike[str], source: RecipeSource, *, rehas
         elif name == "weights_sha256":
             actual = weights or weights_sha256(path, use_cache=not rehash)
         else:
-            actual = header_sha256(path)
+            actual = header_sha256(header if header is not None else path)
         out.checks.append(HashCheck(name, expected, actual, actual == expected))
     return out

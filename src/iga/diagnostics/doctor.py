@@ -345,7 +345,8 @@ def run_doctor(case: Case, run_dir: Path, *, model: Any = None, sweeps: bool = T
                       progress=progress, backend=Backend(model=model))
     diag = Diagnosis(case, run_dir, "")
     diag.images = {r["value"]: r["image"] for r in rows if r.get("image")}
-    image_m = _user_image_metrics(case, run_dir, rows, judge)
+    judge_net = _load_judge(judge)  # once, for every probe (the runner's worker has its own)
+    image_m = _user_image_metrics(case, run_dir, rows, judge_net)
     diag.symptom = symptom_of(_row_of(rows, "user"), image_m)
     diag.causes = list(setup.guard_causes)
     diag.causes += revert_causes(case, setup, rows, diag.symptom)
@@ -353,10 +354,10 @@ def run_doctor(case: Case, run_dir: Path, *, model: Any = None, sweeps: bool = T
     tr = probes.trace(model, setup.user_plan)
     diag.checks += _trace_checks(tr, run_dir)
     diag.causes += _non_finite_causes(tr, rows, diag, case, setup)
-    diag.causes += _prediction_probe(model, case, setup, rows, run_dir, diag, judge)
+    diag.causes += _prediction_probe(model, case, setup, rows, run_dir, diag, judge_net)
     diag.checks += _vae_checks(model, setup, rows, run_dir)
     if half if half is not None else case.dtype in ("float16", "bfloat16"):
-        diag.causes += _precision_probe(setup, rows, run_dir, diag, judge)
+        diag.causes += _precision_probe(setup, rows, run_dir, diag, judge_net)
     if sweeps:
         diag.grids = _sweeps(setup, run_dir, model)
     diag.causes.sort(key=lambda c: -c.score)
@@ -380,7 +381,7 @@ def _load_judge(judge: str | None) -> Any:
     return load_judge(judge)
 
 
-def _user_image_metrics(case: Case, run_dir: Path, rows: list[dict], judge: str | None) -> dict[str, Any] | None:
+def _user_image_metrics(case: Case, run_dir: Path, rows: list[dict], judge: Any) -> dict[str, Any] | None:
     """The user's own file measured like every render (against the recipe image), when an image was given."""
     if case.image is None:
         return None
@@ -390,7 +391,7 @@ def _user_image_metrics(case: Case, run_dir: Path, rows: list[dict], judge: str 
         px = np.asarray(im.convert("RGB"))
     ref = _row_of(rows, "recipe")
     ref_px = load_pixels(run_dir, ref["image"]) if ref and ref.get("image") else None
-    return measure_image(px, case.request.prompt, ref_px, None, judge=_load_judge(judge))
+    return measure_image(px, case.request.prompt, ref_px, None, judge=judge)
 
 
 def _trace_checks(tr: Any, run_dir: Path) -> list[Check]:
@@ -433,7 +434,7 @@ def _non_finite_causes(tr: Any, rows: list[dict], diag: Diagnosis, case: Case, s
 
 
 def _prediction_probe(model: Any, case: Case, setup: Setup, rows: list[dict], run_dir: Path, diag: Diagnosis,
-                      judge: str | None) -> list[Cause]:
+                      judge: Any) -> list[Cause]:
     """The user's plan run as eps and as v: the parameterization with the clean image is the model's."""
     from iga.recipe.schema import PREDICTION_ALIASES
 
@@ -444,12 +445,11 @@ def _prediction_probe(model: Any, case: Case, setup: Setup, rows: list[dict], ru
     other = "v" if asked == "eps" else "eps"
     ref = _row_of(rows, "recipe")
     ref_px = load_pixels(run_dir, ref["image"]) if ref and ref.get("image") else None
-    j = _load_judge(judge)
     measured = {}
     for pred in (asked, other):
         px, err = probes.render_as(model, setup.user_plan, prediction_type=pred)
         measured[pred] = ({"failures": "exception", "error": err} if px is None
-                          else measure_image(px, setup.req.prompt, None, None, judge=j))
+                          else measure_image(px, setup.req.prompt, None, None, judge=judge))
         if px is not None and ref_px is not None:
             measured[pred].update(_ssim_only(px, ref_px))
     figures = f"as {asked}: {_explain(measured[asked])}; as {other}: {_explain(measured[other])}"
@@ -487,14 +487,14 @@ def _vae_checks(model: Any, setup: Setup, rows: list[dict], run_dir: Path) -> li
     return [Check("VAE round trip", f"encode-decode PSNR of the user's image through its VAE: {psnr:.1f} dB")]
 
 
-def _precision_probe(setup: Setup, rows: list[dict], run_dir: Path, diag: Diagnosis, judge: str | None) -> list[Cause]:
+def _precision_probe(setup: Setup, rows: list[dict], run_dir: Path, diag: Diagnosis, judge: Any) -> list[Cause]:
 
     px, err = probes.precision(setup.source.path, setup.user_plan)
     user = _row_of(rows, "user")
     if px is None or user is None:
         diag.checks.append(Check("half precision", f"skipped: {err or 'no float32 image to compare'}"))
         return []
-    m = measure_image(px, setup.req.prompt, load_pixels(run_dir, user["image"]), None, judge=_load_judge(judge))
+    m = measure_image(px, setup.req.prompt, load_pixels(run_dir, user["image"]), None, judge=judge)
     diag.checks.append(Check("half precision", f"bfloat16 against float32: PSNR {m.get('psnr', float('nan')):.1f} "
                              f"dB; {_explain(m)}"))
     gain = _badness_no_ref(m) - _badness_no_ref(user)

@@ -154,7 +154,7 @@ class Plan(BaseModel):
         stored plan goes back through the guard."""
         vae = None
         if self.vae is not None and self.vae.source == "file":
-            from iga.generate import vae_file
+            from iga.guard.store import vae_file
 
             vae = vae_file(self)  # the recorded path, or the file with the recorded hash (ValueError if neither)
         elif self.vae is not None:

@@ -65,11 +65,12 @@ def signatures_required() -> bool:
 def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, rehash: bool = False) -> ModelSource:
     """Read a checkpoint's recipe, architecture and hashes (header and cached hashes only; no weights), and check
     the file against the hashes its recipe records (``rehash``: recompute the weights hash, not the cached one)."""
-    from iga.checkpoint import detect_architecture, find_recipe
+    from iga.checkpoint import detect_architecture, find_recipe, read_header
     from iga.checkpoint.hashing import file_sha256, folder_weights_sha256, weights_sha256
 
     p = os.fspath(path)
-    arch = detect_architecture(p)
+    header = read_header(p) if os.path.isfile(p) else None  # read once: architecture and integrity both use it
+    arch = detect_architecture(header if header is not None else p)
     architecture, prediction = arch.architecture, arch.prediction_type
     if os.path.isdir(p):  # a diffusers folder declares its family and prediction type in its config files
         folder_arch, folder_pred = folder_markers(p)
@@ -100,7 +101,7 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
     if src is not None:
         from iga.checkpoint.integrity import check_integrity
 
-        checked = check_integrity(p, src, weights=ident.weights_sha256 if is_file else None)
+        checked = check_integrity(p, src, weights=ident.weights_sha256 if is_file else None, header=header)
         out.integrity, out.uncovered = checked.problems, checked.uncovered
         if checked.unhashed:  # strict mode refuses it; the others say so (see resolve)
             out.integrity.append(("hashes", "the embedded recipe records no hashes: nothing proves it belongs to "

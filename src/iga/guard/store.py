@@ -77,6 +77,21 @@ def find_file(file_sha256: str | None) -> str | None:
         return None
 
 
+def vae_file(plan) -> str | None:
+    """The VAE file a plan renders with: its recorded path, else the file with its hash that this user has used;
+    None for the checkpoint's own VAE. Raises ValueError when the file is not here."""
+    vae = plan.vae
+    if vae is None or vae.source != "file":
+        return None
+    if vae.path and os.path.isfile(vae.path):
+        return vae.path
+    found = find_file(vae.file_sha256)
+    if found is None:
+        raise ValueError(f"VAE not found: {vae.path or vae.id} (file {str(vae.file_sha256)[:12]}...); use it once "
+                         "with --vae PATH so iga knows where it is")
+    return found
+
+
 def _is_model_path(path: Path) -> bool:
     """A regular file or a folder (never a FIFO, device or socket, which could block or leak)."""
     try:
