@@ -178,7 +178,8 @@ def schedules(as_json: bool = typer.Option(False, "--json", help="machine-readab
 
 
 # Command groups written as separate modules; each exposes register(app).
-_COMMAND_MODULES = ("checkpoint", "guard", "generate", "provenance", "demo", "evaluation", "diagnostics", "signing")
+_COMMAND_MODULES = ("checkpoint", "guard", "generate", "provenance", "demo", "evaluation", "diagnostics", "signing",
+                    "serve")
 
 
 def _register_all() -> None:

@@ -41,10 +41,12 @@ class GeneratedImage:
 class Model:
     """A checkpoint bound to its recipe: plan and generate through the guard."""
 
-    def __init__(self, path: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, path: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "float32",
+                 source: ModelSource | None = None):
+        """``source``: the model already described (recipe, identity, hashes), so it is not read again."""
         self.path = str(path)
         self.device, self.dtype = device, dtype
-        self.source: ModelSource = describe_model(self.path)
+        self.source: ModelSource = source if source is not None else describe_model(self.path)
         self._backends: dict[str | None, Any] = {}
         from iga.guard.store import remember
 

@@ -122,8 +122,7 @@ def generate_cmd(
     from iga.generate import Model
 
     try:
-        m = Model(source.path, device=device, dtype=dtype)
-        m.source = source
+        m = Model(source.path, device=device, dtype=dtype, source=source)
         t_load = time.perf_counter()
         backend = m.backend_for(plan)
         stream = None
@@ -238,9 +237,11 @@ def replay_cmd(
     _check_under_guard(plan, m)
     if save is not None and save.exists():
         raise _fail(f"--save {save}: the file exists; choose another name (replay never overwrites)")
-    _use_recorded_threads(plan)
+    from iga.replay import recorded_threads
+
     try:
-        [result] = m.generate(plan=plan)
+        with recorded_threads(plan):
+            [result] = m.generate(plan=plan)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
@@ -332,29 +333,11 @@ def _replay_model(plan, model: Path | None, trust_path: bool) -> str:
 
 def _check_under_guard(plan, m) -> None:
     """Refuse a stored plan the guard would refuse as a request, or whose sigma list is not a runnable one."""
-    from iga.guard import GuardRefused
-    from iga.guard.resolve import MAX_PLAN_STEPS
+    from iga.replay import stored_plan_problem
 
-    try:
-        m.source.resolve(plan.as_request(), "permissive")
-    except GuardRefused as e:
-        why = "; ".join(f"{f.field}: {f.reason}" for f in e.findings if f.outcome == "refused")
-        raise _fail(f"the stored plan asks for what the guard refuses ({why})") from None
-    except (ValueError, KeyError) as e:
-        raise _fail(f"the stored plan cannot be read as a request: {e}") from None
-    if len(plan.sigmas) > MAX_PLAN_STEPS + 1:
-        raise _fail(f"the stored plan has {len(plan.sigmas)} sigmas (limit {MAX_PLAN_STEPS + 1}); refusing")
-
-
-def _use_recorded_threads(plan) -> None:
-    """Convolution sums depend on the thread split: replay with the original one (within what this machine has)."""
-    import os
-
-    threads = (plan.runtime or {}).get("threads")
-    if isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= 4 * (os.cpu_count() or 1):
-        import torch
-
-        torch.set_num_threads(threads)
+    problem = stored_plan_problem(plan, m.source)
+    if problem:
+        raise _fail(problem)
 
 
 def _fail(message: str) -> typer.Exit:

@@ -1,0 +1,348 @@
+"""The server's one job queue: bounded, served by worker threads, one generation at a time per model, with
+progress, live previews, cancellation at the next step, and every finished image kept with its provenance.
+
+A job is a resolved Plan (the guard has already said yes) plus where its results go. Events (queued, started,
+step, preview, done, failed, cancelled) go to the job's own list and to a server-wide log that streams to
+subscribers.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from iga.server.config import EVENTS_KEPT, GALLERY_SIZE
+
+if TYPE_CHECKING:
+    from iga.guard import Plan
+    from iga.server.pool import ModelEntry, ModelPool
+
+FINISHED = ("done", "failed", "cancelled")
+
+
+class QueueFull(RuntimeError):
+    """The queue holds as many jobs as it may; the client should retry after ``retry_after`` seconds."""
+
+    def __init__(self, capacity: int, retry_after: int):
+        super().__init__(f"the queue is full ({capacity} jobs waiting or running); retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass
+class Event:
+    seq: int
+    job: str | None
+    type: str
+    data: dict[str, Any]
+
+
+class EventLog:
+    """Server-wide events, numbered, the most recent ``EVENTS_KEPT`` kept for subscribers that poll."""
+
+    def __init__(self) -> None:
+        self._events: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def emit(self, job: str | None, type_: str, data: dict[str, Any]) -> Event:
+        with self._lock:
+            ev = Event(next(self._seq), job, type_, data)
+            self._events.append(ev)
+            return ev
+
+    def since(self, seq: int) -> list[Event]:
+        with self._lock:
+            return [e for e in self._events if e.seq > seq]
+
+    @property
+    def last_seq(self) -> int:
+        with self._lock:
+            return self._events[-1].seq if self._events else 0
+
+
+@dataclass
+class Result:
+    """One finished image: its PNG (with provenance), its plan, and where it was saved."""
+
+    name: str
+    png: bytes
+    plan: dict[str, Any]
+    infotext: str
+    job: str
+    created: str
+    path: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "url": f"/iga/v1/images/{self.name}", "job": self.job, "plan": self.plan,
+                "infotext": self.infotext, "created": self.created}
+
+
+class Gallery:
+    """The most recent images, newest first, findable by name."""
+
+    def __init__(self, size: int = GALLERY_SIZE):
+        self._items: deque[Result] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, result: Result) -> None:
+        with self._lock:
+            self._items.appendleft(result)
+
+    def get(self, name: str) -> Result | None:
+        with self._lock:
+            return next((r for r in self._items if r.name == name), None)
+
+    def items(self) -> list[Result]:
+        with self._lock:
+            return list(self._items)
+
+
+@dataclass
+class Job:
+    """A plan on its way through the queue, and what came of it."""
+
+    entry: "ModelEntry"
+    plan: "Plan"
+    kind: str = "generate"  # or "replay"
+    save: bool = True  # write the images to the output folder (A1111's save_images can say no)
+    expect_pixels: str | None = None  # replay: the pixels the regenerated image must equal
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    status: str = "queued"
+    step: int = 0
+    image: int = 0
+    sigma: float | None = None
+    preview_png: bytes | None = None
+    results: list[Result] = field(default_factory=list)
+    error: str | None = None
+    identical: bool | None = None
+    events: list[Event] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+
+    @property
+    def total(self) -> int:
+        """Steps of the whole job (every image of the batch)."""
+        return (len(self.plan.sigmas) - 1) * len(self.plan.seeds)
+
+    @property
+    def progress(self) -> float:
+        return 1.0 if self.status == "done" else min(1.0, self.step / max(1, self.total))
+
+    def state(self, position: int | None = None) -> dict[str, Any]:
+        preview = f"data:image/png;base64,{base64.b64encode(self.preview_png).decode()}" if self.preview_png else None
+        return {"job": self.id, "kind": self.kind, "status": self.status, "position": position, "step": self.step,
+                "total": self.total, "sigma": self.sigma, "preview": preview,
+                "images": [r.summary() for r in self.results], "error": self.error, "identical": self.identical}
+
+
+class _Reporter:
+    """The sampling callback of a job: progress every step, a preview frame at most every ``interval`` seconds
+    (and at the first and last step of each image), a cancellation check after each step (done by the engine)."""
+
+    def __init__(self, queue: "JobQueue", job: Job, backend: Any, interval: float):
+        from iga.diagnostics.preview import PreviewStream
+
+        self.queue, self.job, self.interval = queue, job, interval
+        self.steps = len(job.plan.sigmas) - 1
+        self.stream = PreviewStream(backend, every=1, decoder="auto", total=self.steps, on_frame=self._frame)
+        self.last_preview = 0.0
+
+    def __call__(self, info: Any) -> None:
+        job = self.job
+        if info.i == 0 and job.step:
+            job.image += 1
+        job.step = job.image * self.steps + info.i + 1
+        job.sigma = float(info.sigma_next)
+        self.queue.emit(job, "step", {"step": job.step, "total": job.total, "sigma": job.sigma, "image": job.image})
+        now = time.monotonic()
+        if info.i == 0 or info.i + 1 == self.steps or now - self.last_preview >= self.interval:
+            self.last_preview = now
+            self.stream(info)  # always at step 0: the stream counts the batch's images there
+
+    def _frame(self, frame: Any) -> None:
+        png = png_bytes(frame.rgb)
+        self.job.preview_png = png
+        self.queue.emit(self.job, "preview", {"step": self.job.step, "total": self.job.total, "image": frame.image,
+                                              "src": f"data:image/png;base64,{base64.b64encode(png).decode()}"})
+
+
+def png_bytes(rgb: Any) -> bytes:
+    """A plain PNG of a uint8 H x W x 3 array (previews carry no provenance: they are not results)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+class JobQueue:
+    """Jobs waiting or running, at most ``capacity``; ``workers`` threads run them in order of arrival."""
+
+    def __init__(self, pool: "ModelPool", *, capacity: int, workers: int, out_dir: Path | None,
+                 preview_interval: float, events: EventLog, gallery: Gallery):
+        self.pool, self.capacity, self.out_dir = pool, capacity, out_dir
+        self.preview_interval = preview_interval
+        self.events, self.gallery = events, gallery
+        self.jobs: dict[str, Job] = {}  # every job this server has seen (finished ones pruned to the last 1000)
+        self._pending: deque[Job] = deque()
+        self._running: set[str] = set()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._work, name=f"iga-worker-{k}", daemon=True)
+                         for k in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    # -- submitting and watching --------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> int:
+        """Queue a job; return its position (0 = next to run). Raises QueueFull."""
+        with self._cond:
+            if len(self._pending) + len(self._running) >= self.capacity:
+                raise QueueFull(self.capacity, self._retry_after())
+            self._pending.append(job)
+            self.jobs[job.id] = job
+            self._prune()
+            position = len(self._pending) - 1
+            self._cond.notify()
+        self.emit(job, "queued", {"position": position, "model": job.entry.id, "kind": job.kind})
+        return position
+
+    def _retry_after(self) -> int:
+        """Seconds until a slot is likely free: the running jobs' expected remaining time, at least 1."""
+        per_call = max((e.seconds_per_call or 0.0) for e in self.pool.entries.values()) or 1.0
+        return max(1, min(60, round(per_call * 20)))
+
+    def _prune(self) -> None:
+        finished = [k for k, j in self.jobs.items() if j.status in FINISHED]
+        for k in finished[:max(0, len(finished) - 1000)]:
+            del self.jobs[k]
+
+    def position(self, job: Job) -> int | None:
+        with self._cond:
+            try:
+                return self._pending.index(job)
+            except ValueError:
+                return None
+
+    def active(self) -> int:
+        """Jobs waiting or running."""
+        with self._cond:
+            return len(self._pending) + len(self._running)
+
+    def running(self) -> list[Job]:
+        with self._cond:
+            return [self.jobs[k] for k in self._running if k in self.jobs]
+
+    def cancel(self, job: Job) -> bool:
+        """Stop a job: a queued one never runs, a running one stops after its current step."""
+        if job.status in FINISHED:
+            return False
+        job.cancel.set()
+        with self._cond:
+            if job in self._pending:
+                self._pending.remove(job)
+                self._finish(job, "cancelled")
+        return True
+
+    def emit(self, job: Job, type_: str, data: dict[str, Any]) -> None:
+        job.events.append(self.events.emit(job.id, type_, data))
+
+    def stop(self) -> None:
+        """Cancel everything and let the workers end (server shutdown)."""
+        with self._cond:
+            self._stopping = True
+            pending = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for job in pending:
+            job.cancel.set()
+            self._finish(job, "cancelled")
+        for job in self.running():
+            job.cancel.set()
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job = self._pending.popleft()
+                self._running.add(job.id)
+            try:
+                self._run(job)
+            finally:
+                with self._cond:
+                    self._running.discard(job.id)
+
+    def _run(self, job: Job) -> None:
+        from iga.sampling.base import Cancelled
+
+        if job.cancel.is_set():
+            self._finish(job, "cancelled")
+            return
+        try:
+            with job.entry.lock:
+                job.status, job.started = "running", time.time()
+                self.emit(job, "started", {"model": job.entry.id})
+                results = self._generate(job)
+            self._publish(job, results)
+        except Cancelled:
+            self._finish(job, "cancelled")
+        except Exception as e:  # a model that cannot load or sample: the job fails, the server keeps serving
+            job.error = f"{type(e).__name__}: {e}" if not isinstance(e, (ValueError, RuntimeError)) else str(e)
+            self._finish(job, "failed", {"error": job.error})
+        else:
+            self._finish(job, "done", {"images": [r.summary() for r in job.results], "identical": job.identical})
+
+    def _generate(self, job: Job) -> list[Any]:
+        from iga.replay import recorded_threads
+
+        model = self.pool.model(job.entry)
+        reporter = _Reporter(self, job, model.backend_for(job.plan), self.preview_interval)
+        t0 = time.perf_counter()
+        with recorded_threads(job.plan if job.kind == "replay" else None):
+            results = model.generate(plan=job.plan, callback=reporter, cancel=job.cancel)
+        job.entry.observe(time.perf_counter() - t0, results[0].nfe * len(results))
+        return results
+
+    def _publish(self, job: Job, results: list[Any]) -> None:
+        from iga.provenance.infotext import format_infotext
+        from iga.provenance.save import encode_image, save_image
+
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for r in results:
+            plan = r.plan.to_dict()
+            path = None
+            if self.out_dir is not None and job.save:
+                path = save_image(r.image, plan, self.out_dir)
+                png = path.read_bytes()
+            else:
+                buf = io.BytesIO()
+                encode_image(r.image, plan, "png", buf)
+                png = buf.getvalue()
+            name = path.name if path is not None else f"{job.id}-{len(job.results)}.png"
+            result = Result(name, png, plan, format_infotext(plan), job.id, created, path)
+            job.results.append(result)
+            self.gallery.add(result)
+        if job.expect_pixels is not None:
+            job.identical = results[0].plan.pixels_sha256 == job.expect_pixels
+
+    def _finish(self, job: Job, status: str, data: dict[str, Any] | None = None) -> None:
+        job.status = status
+        self.emit(job, status, data or {})
+        job.finished.set()
