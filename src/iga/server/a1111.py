@@ -140,11 +140,24 @@ def _knobs(payload: dict[str, Any], settings: dict[str, Any], literal: set[str],
                 t.replaced[key] = value
             continue
         t.fields[target[key]] = value
+    if str(t.fields.get("schedule", "")).lower() == "automatic":  # taken literally: A1111's meaning
+        t.fields["schedule"] = _automatic_schedule(t.fields.get("sampler"))
     w, h = values["width"], values["height"]
     if not (_is_default("width", w, literal) and _is_default("height", h, literal)):
         t.fields["size"] = f"{w or 512}x{h or 512}"
     else:
         t.replaced.update({k: v for k, v in (("width", w), ("height", h)) if v is not None})
+
+
+def _automatic_schedule(sampler: str | None) -> str | None:
+    """What A1111's "automatic" schedule means for a sampler label: the sampler's own default (None: unknown, the
+    guard then names the problem with the sampler)."""
+    from iga.provenance.labels import automatic_schedule, resolve_sampler_label
+
+    if not sampler:
+        return None
+    name, embedded, _ = resolve_sampler_label(sampler)
+    return embedded or automatic_schedule(name)
 
 
 def decode_image(data: Any) -> bytes:

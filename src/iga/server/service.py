@@ -31,8 +31,12 @@ def refusal(findings: list[Any]) -> ApiError:
     refused = [f for f in findings if f.outcome == "refused"]
     why = "; ".join(f"{f.field}: {f.reason}" + (f" (fix: {f.suggestion})" if f.suggestion else "") for f in refused)
     overridable = bool(refused) and all(f.severity == "soft" for f in refused)
+    fields = sorted({f.field for f in refused})
+    how = (f"to accept it, name {', '.join(fields)} as an override with a reason: \"overrides\" and \"reason\" "
+           f"(/iga/v1), override_settings.iga_overrides and iga_reason or the X-IGA-Override and X-IGA-Reason "
+           f"headers (/sdapi/v1)") if overridable else "no override can unlock a hard finding"
     return ApiError(422, f"refused by the guard: {why}", kind="refused",
-                    extra={"refused": True, "overridable": overridable,
+                    extra={"refused": True, "overridable": overridable, "how_to_override": how,
                            "findings": [f.model_dump(mode="json") for f in findings]})
 
 

@@ -1,0 +1,163 @@
+"""iga's own API (/iga/v1): the same Request -> Plan path as the CLI, jobs with events, gallery, replay, audit,
+and the queue's limits."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from iga.guard import Request  # noqa: E402
+from iga.server import ServerConfig, create_app  # noqa: E402
+
+PROMPT = "a red circle on a blue background"
+DEMO = "iga-demo-v1.safetensors"
+
+
+@pytest.fixture(scope="module")
+def client(module_audit, tmp_path_factory):
+    config = ServerConfig(out_dir=tmp_path_factory.mktemp("out"), audit_log=module_audit)
+    with TestClient(create_app(config)) as c:
+        yield c
+
+
+def wait(client, job: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"/iga/v1/jobs/{job}").json()
+        if state["status"] in ("done", "failed", "cancelled"):
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"job {job} did not finish")
+
+
+def events_of(client, job: str) -> list[tuple[str, dict]]:
+    out, kind = [], None
+    with client.stream("GET", f"/iga/v1/jobs/{job}/events") as s:
+        for line in s.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                out.append((kind, json.loads(line[6:])))
+    return out
+
+
+def test_plan_endpoint_is_the_cli_plan():
+    import iga
+
+    with TestClient(create_app(ServerConfig(out_dir=None))) as c:
+        body = {"prompt": PROMPT, "preset": "Fast", "seed": 4}
+        served = c.post("/iga/v1/plan", json=body).json()["plan"]
+    local = iga.load().plan(request=Request(**body)).to_dict()
+    for key in ("created",):
+        served.pop(key), local.pop(key)
+    served["findings"] = [f for f in served["findings"] if f["field"] != "recipe"]
+    local["findings"] = [f for f in local["findings"] if f["field"] != "recipe"]
+    assert served == local
+
+
+def test_models_list_recipe_summaries_with_presets_and_model_calls(client):
+    models = client.get("/iga/v1/models").json()
+    assert models["current"] == DEMO
+    demo = next(m for m in models["models"] if m["id"] == DEMO)
+    presets = {p["name"]: p for p in demo["recipe"]["presets"]}
+    assert presets["Fast"]["steps"] == 15 and presets["Fast"]["nfe"] == 15 and presets["Quality"]["nfe"] == 30
+    assert demo["recipe"]["steps"] == {"default": 20, "min": 15, "max": 40}
+    assert client.get(f"/iga/v1/models/{DEMO}/recipe").json()["model_id"] == "iga-demo-v1"
+
+
+def test_model_detail_gives_the_guards_verdict_on_every_sampler(client):
+    detail = client.get(f"/iga/v1/models/{DEMO}").json()
+    status = {s["name"]: s for s in detail["samplers"]}
+    assert status["dpmpp_2m"]["status"] == "recipe"
+    assert status["lcm"]["status"] == "forbidden" and "forbidden by this model's recipe" in status["lcm"]["reason"]
+    assert status["euler"]["status"] == "override"
+    assert {s["name"]: s["status"] for s in detail["schedules"]}["turbo"] == "forbidden"
+
+
+def test_generate_streams_queued_started_steps_previews_and_done(client):
+    r = client.post("/iga/v1/generate", json={"prompt": PROMPT, "preset": "Fast", "seed": 3})
+    assert r.status_code == 202
+    job = r.json()["job"]
+    events = events_of(client, job)
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "queued" and kinds[1] == "started" and kinds[-1] == "done"
+    steps = [d for k, d in events if k == "step"]
+    assert [d["step"] for d in steps] == list(range(1, 16)) and steps[-1]["total"] == 15
+    previews = [d for k, d in events if k == "preview"]
+    assert previews and previews[0]["src"].startswith("data:image/png;base64,")
+    done = events[-1][1]
+    assert done["images"][0]["plan"]["seed"] == 3
+
+
+def test_refusal_is_422_with_findings_and_an_override_is_audited(client, module_audit):
+    from iga.guard.audit import read_records
+
+    r = client.post("/iga/v1/generate", json={"prompt": PROMPT, "steps": 60})
+    body = r.json()
+    assert r.status_code == 422 and body["refused"] and body["overridable"]
+    assert any(f["field"] == "steps" and f["outcome"] == "refused" for f in body["findings"])
+    r = client.post("/iga/v1/generate", json={"prompt": PROMPT, "steps": 60, "overrides": ["steps"],
+                                              "reason": "api override test"})
+    assert r.status_code == 202
+    assert wait(client, r.json()["job"])["status"] == "done"
+    tail = client.get("/iga/v1/audit?tail=5").json()["records"]
+    assert tail[-1]["reason"] == "api override test" and tail[-1]["requested_value"] == 60
+    assert any(rec["reason"] == "api override test" for rec in read_records(module_audit))
+
+
+def test_gallery_download_show_and_replay_identical(client):
+    r = client.post("/iga/v1/generate", json={"prompt": PROMPT, "seed": 21})
+    state = wait(client, r.json()["job"])
+    name = state["images"][0]["name"]
+    assert client.get("/iga/v1/gallery").json()["images"][0]["name"] == name
+    png = client.get(f"/iga/v1/images/{name}")
+    assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = client.get(f"/iga/v1/images/{name}/show").json()
+    assert shown["source"] == "iga" and shown["seed"] == 21
+    replay = client.post("/iga/v1/replay", json={"image": name})
+    assert replay.status_code == 202
+    assert wait(client, replay.json()["job"])["identical"] is True
+
+
+def test_cancel_stops_a_running_job_at_the_next_step(client):
+    r = client.post("/iga/v1/generate", json={"prompt": PROMPT, "batch": 16, "steps": 40, "overrides": [],
+                                              "seed": 1})
+    job = r.json()["job"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/iga/v1/jobs/{job}").json()["step"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.post(f"/iga/v1/jobs/{job}/cancel").json() == {"cancelled": True}
+    state = wait(client, job, timeout=5)
+    assert state["status"] == "cancelled" and state["images"] == [] and state["step"] < state["total"]
+
+
+def test_full_queue_answers_503_with_retry_after(tmp_path):
+    config = ServerConfig(out_dir=None, queue_size=1, audit_log=tmp_path / "audit.jsonl")
+    with TestClient(create_app(config)) as c:
+        first = c.post("/iga/v1/generate", json={"prompt": PROMPT, "batch": 16, "steps": 40})
+        assert first.status_code == 202
+        second = c.post("/iga/v1/generate", json={"prompt": PROMPT})
+        assert second.status_code == 503 and int(second.headers["Retry-After"]) >= 1
+        assert "queue is full" in second.json()["detail"]
+        c.post(f"/iga/v1/jobs/{first.json()['job']}/cancel")
+
+
+def test_unknown_body_fields_and_bad_modes_are_named(client):
+    r = client.post("/iga/v1/plan", json={"prompt": PROMPT, "stepz": 20})
+    assert r.status_code == 422 and "stepz" in r.json()["detail"]
+    r = client.post("/iga/v1/plan", json={"prompt": PROMPT, "mode": "yolo"})
+    assert r.status_code == 422 and "strict, guarded or permissive" in r.json()["detail"]
+    r = client.get("/iga/v1/jobs/nope")
+    assert r.status_code == 404
+
+
+def test_page_and_openapi_docs_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    spec = client.get("/openapi.json").json()
+    assert "/sdapi/v1/txt2img" in spec["paths"] and "/iga/v1/generate" in spec["paths"]
