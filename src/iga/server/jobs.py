@@ -129,6 +129,30 @@ class Job:
     finished: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.time)
     started: float | None = None
+    _waiters: list = field(default_factory=list)  # (event loop, asyncio.Event) of requests awaiting the end
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def waiter(self) -> Any:
+        """An asyncio.Event of the running loop, set when the job finishes (at once if it has): a waiting request
+        wakes the moment its images are ready instead of polling."""
+        import asyncio
+
+        ev = asyncio.Event()
+        with self._lock:
+            if self.finished.is_set():
+                ev.set()
+            else:
+                self._waiters.append((asyncio.get_running_loop(), ev))
+        return ev
+
+    def end(self, status: str) -> None:
+        """Mark the job finished and wake every waiting request."""
+        with self._lock:
+            self.status = status
+            self.finished.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, ev in waiters:
+            loop.call_soon_threadsafe(ev.set)
 
     @property
     def total(self) -> int:
@@ -206,11 +230,14 @@ class JobQueue:
 
     # -- submitting and watching --------------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> int:
-        """Queue a job; return its position (0 = next to run). Raises QueueFull."""
+    def submit(self, job: Job, on_accept: Any = None) -> int:
+        """Queue a job; return its position (0 = next to run). Raises QueueFull. ``on_accept()`` runs once the
+        job has a place and before it is queued (an exception there leaves nothing queued)."""
         with self._cond:
             if len(self._pending) + len(self._running) >= self.capacity:
-                raise QueueFull(self.capacity, self._retry_after())
+                raise QueueFull(self.capacity, self.retry_after())
+            if on_accept is not None:
+                on_accept()
             self._pending.append(job)
             self.jobs[job.id] = job
             self._prune()
@@ -219,7 +246,7 @@ class JobQueue:
         self.emit(job, "queued", {"position": position, "model": job.entry.id, "kind": job.kind})
         return position
 
-    def _retry_after(self) -> int:
+    def retry_after(self) -> int:
         """Seconds until a slot is likely free: the running jobs' expected remaining time, at least 1."""
         per_call = max((e.seconds_per_call or 0.0) for e in self.pool.entries.values()) or 1.0
         return max(1, min(60, round(per_call * 20)))
@@ -343,6 +370,5 @@ class JobQueue:
             job.identical = results[0].plan.pixels_sha256 == job.expect_pixels
 
     def _finish(self, job: Job, status: str, data: dict[str, Any] | None = None) -> None:
-        job.status = status
         self.emit(job, status, data or {})
-        job.finished.set()
+        job.end(status)

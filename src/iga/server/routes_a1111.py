@@ -11,7 +11,8 @@ from fastapi import APIRouter, Request as HttpRequest
 from iga.server import a1111
 from iga.server.service import ApiError, Service
 
-POLL_S = 0.05  # how often a waiting request checks its job and its client
+POLL_S = 0.05  # how often an event stream looks for new events
+DISCONNECT_CHECK_S = 0.2  # how often a request waiting for its images checks that its client is still there
 
 
 async def json_object(http: HttpRequest) -> dict[str, Any]:
@@ -36,11 +37,14 @@ async def json_object(http: HttpRequest) -> dict[str, Any]:
 
 async def wait_for(job: Any, http: HttpRequest, service: Service) -> None:
     """Wait for a job; if the client goes away first, cancel it (the worker stops at the next step)."""
-    while not job.finished.is_set():
-        if await http.is_disconnected():
-            service.queue.cancel(job)
-            return
-        await asyncio.sleep(POLL_S)
+    done = job.waiter()
+    while not done.is_set():
+        try:
+            await asyncio.wait_for(done.wait(), DISCONNECT_CHECK_S)
+        except asyncio.TimeoutError:
+            if await http.is_disconnected():
+                service.queue.cancel(job)
+                return
 
 
 def router(service: Service) -> APIRouter:

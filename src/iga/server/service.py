@@ -117,19 +117,20 @@ class Service:
         from iga.guard import AuditLogError, record_plan_overrides
 
         job = Job(entry, plan, kind=kind, save=save, expect_pixels=expect_pixels)
-        if self.queue.active() >= self.queue.capacity:  # before the audit record: a 503 leaves no trace
-            raise self._busy()
+        action = "generate" if kind == "generate" else kind
+
+        def record() -> None:  # under the queue's lock: a 503 leaves no audit record, a record always a job
+            record_plan_overrides(plan, self.config.audit_log, action=action)
+
         try:
-            record_plan_overrides(plan, self.config.audit_log, action="generate" if kind == "generate" else kind)
-        except AuditLogError as e:
-            raise ApiError(503, str(e), kind="audit log unavailable") from None
-        try:
-            return job, self.queue.submit(job)
+            return job, self.queue.submit(job, on_accept=record)
         except QueueFull:
             raise self._busy() from None
+        except AuditLogError as e:
+            raise ApiError(503, str(e), kind="audit log unavailable") from None
 
     def _busy(self) -> ApiError:
-        retry = self.queue._retry_after()
+        retry = self.queue.retry_after()
         return ApiError(503, f"the queue is full ({self.queue.capacity} jobs waiting or running); retry in {retry} s",
                         kind="busy", headers={"Retry-After": str(retry)})
 
