@@ -97,8 +97,8 @@ def build_app(config: ServerConfig) -> FastAPI:
                   description="A1111-compatible API (/sdapi/v1), iga's own API (/iga/v1) and a preset-first page "
                               "(/). Every request goes through the model's recipe guard.")
     app.state.service = service
-    app.include_router(routes_a1111.router(service))
-    app.include_router(routes_iga.router(service))
+    app.include_router(routes_a1111.router)
+    app.include_router(routes_iga.router)
     _error_handlers(app)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 

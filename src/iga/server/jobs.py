@@ -20,13 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iga.server.config import EVENTS_KEPT, GALLERY_SIZE
+from iga.server.config import EVENTS_KEPT, GALLERY_SIZE, JOBS_KEPT
 
 if TYPE_CHECKING:
     from iga.guard import Plan
     from iga.server.pool import ModelEntry, ModelPool
 
 FINISHED = ("done", "failed", "cancelled")
+LIFECYCLE = ("queued", "started", *FINISHED)
 
 
 class QueueFull(RuntimeError):
@@ -218,7 +219,7 @@ class JobQueue:
         self.pool, self.capacity, self.out_dir = pool, capacity, out_dir
         self.preview_interval = preview_interval
         self.events, self.gallery = events, gallery
-        self.jobs: dict[str, Job] = {}  # every job this server has seen (finished ones pruned to the last 1000)
+        self.jobs: dict[str, Job] = {}  # jobs waiting, running, and the last JOBS_KEPT finished
         self._pending: deque[Job] = deque()
         self._running: set[str] = set()
         self._cond = threading.Condition()
@@ -253,7 +254,7 @@ class JobQueue:
 
     def _prune(self) -> None:
         finished = [k for k, j in self.jobs.items() if j.status in FINISHED]
-        for k in finished[:max(0, len(finished) - 1000)]:
+        for k in finished[:max(0, len(finished) - JOBS_KEPT)]:
             del self.jobs[k]
 
     def position(self, job: Job) -> int | None:
@@ -284,7 +285,11 @@ class JobQueue:
         return True
 
     def emit(self, job: Job, type_: str, data: dict[str, Any]) -> None:
-        job.events.append(self.events.emit(job.id, type_, data))
+        """Add an event to the job's stream; lifecycle events also go to the server-wide log (steps and previews
+        would flood it, and previews are large)."""
+        if type_ in LIFECYCLE:
+            self.events.emit(job.id, type_, data)
+        job.events.append(Event(len(job.events) + 1, job.id, type_, data))
 
     def stop(self) -> None:
         """Cancel everything and let the workers end (server shutdown)."""
@@ -370,5 +375,8 @@ class JobQueue:
             job.identical = results[0].plan.pixels_sha256 == job.expect_pixels
 
     def _finish(self, job: Job, status: str, data: dict[str, Any] | None = None) -> None:
+        # a finished job keeps its events for late subscribers, but not its preview frames (each can be ~100 KB)
+        job.events[:] = [Event(e.seq, e.job, e.type, {k: v for k, v in e.data.items() if k != "src"})
+                         if e.type == "preview" else e for e in job.events]
         self.emit(job, status, data or {})
         job.end(status)

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from iga.server.routes_a1111 import POLL_S, json_object
+from iga.server.http import POLL_S, Svc, json_object
 from iga.server.service import ApiError, Service
 
 REQUEST_FIELDS = ("prompt", "negative_prompt", "preset", "sampler", "schedule", "steps", "cfg", "seed", "size",
@@ -35,125 +35,137 @@ def _sse(event: Any) -> str:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.data, allow_nan=False)}\n\n"
 
 
-def router(service: Service) -> APIRouter:
-    r = APIRouter(prefix="/iga/v1", tags=["iga"])
+router = APIRouter(prefix="/iga/v1", tags=["iga"])
 
-    @r.get("/models", summary="the models of this server with their recipe summaries")
-    def models():
-        return {"current": service.pool.current,
-                "models": [service.summary(e) for e in service.pool.entries.values()]}
 
-    @r.get("/models/{model_id}", summary="one model: its recipe summary and the guard's verdict on every "
-                                         "sampler and schedule")
-    def model(model_id: str):
-        from iga.server.recipes import knob_status
+@router.get("/models", summary="the models of this server with their recipe summaries")
+def models(service: Svc):
+    return {"current": service.pool.current,
+            "models": [service.summary(e) for e in service.pool.entries.values()]}
 
-        entry = service.entry(model_id)
-        return {**service.summary(entry), **knob_status(entry)}
 
-    @r.get("/models/{model_id}/recipe", summary="the model's full recipe")
-    def recipe(model_id: str):
-        entry = service.entry(model_id)
-        if entry.source.recipe is None:
-            raise ApiError(404, f"{entry.id} has no recipe", kind="no recipe")
-        return entry.source.recipe.model_dump(mode="json", exclude_none=True)
+@router.get("/models/{model_id}", summary="one model: its recipe summary and the guard's verdict on every "
+                                     "sampler and schedule")
+def model(service: Svc, model_id: str):
+    from iga.server.recipes import knob_status
 
-    @r.post("/plan", summary="dry run: the plan the guard would make, with every finding (nothing is generated)")
-    async def plan(http: HttpRequest):
-        entry, req, mode = _request_from(service, await json_object(http))
-        p = service.plan(entry, req, mode)
-        return {"ok": True, "plan": p.to_dict(), "findings": [f.model_dump(mode="json") for f in p.findings],
-                "nfe": p.nfe}
+    entry = service.entry(model_id)
+    return {**service.summary(entry), **knob_status(entry)}
 
-    @r.post("/generate", status_code=202, summary="queue a generation; watch it at /jobs/{job}/events")
-    async def generate(http: HttpRequest):
-        entry, req, mode = _request_from(service, await json_object(http))
-        p = service.plan(entry, req, mode)
-        job, position = service.submit(entry, p)
-        return {"job": job.id, "position": position, "plan": p.to_dict()}
 
-    @r.get("/jobs/{job_id}")
-    def job(job_id: str):
-        j = _job(service, job_id)
-        return j.state(service.queue.position(j))
+@router.get("/models/{model_id}/recipe", summary="the model's full recipe")
+def recipe(service: Svc, model_id: str):
+    entry = service.entry(model_id)
+    if entry.source.recipe is None:
+        raise ApiError(404, f"{entry.id} has no recipe", kind="no recipe")
+    return entry.source.recipe.model_dump(mode="json", exclude_none=True)
 
-    @r.post("/jobs/{job_id}/cancel")
-    def cancel(job_id: str):
-        return {"cancelled": service.queue.cancel(_job(service, job_id))}
 
-    @r.get("/jobs/{job_id}/events", summary="server-sent events of one job: queued, started, step, preview, "
-                                            "done, failed, cancelled")
-    async def job_events(job_id: str, http: HttpRequest):
-        j = _job(service, job_id)
+@router.post("/plan", summary="dry run: the plan the guard would make, with every finding (nothing is generated)")
+async def plan(service: Svc, http: HttpRequest):
+    entry, req, mode = _request_from(service, await json_object(http))
+    p = service.plan(entry, req, mode)
+    return {"ok": True, "plan": p.to_dict(), "findings": [f.model_dump(mode="json") for f in p.findings],
+            "nfe": p.nfe}
 
-        async def stream():
-            sent = 0
-            while True:
-                events = j.events[sent:]
-                for ev in events:
-                    yield _sse(ev)
-                sent += len(events)
-                if j.finished.is_set() and sent == len(j.events):
-                    return
-                if await http.is_disconnected():
-                    return  # the watcher left; the job goes on
-                await asyncio.sleep(POLL_S)
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+@router.post("/generate", status_code=202, summary="queue a generation; watch it at /jobs/{job}/events")
+async def generate(service: Svc, http: HttpRequest):
+    entry, req, mode = _request_from(service, await json_object(http))
+    p = service.plan(entry, req, mode)
+    job, position = service.submit(entry, p)
+    return {"job": job.id, "position": position, "plan": p.to_dict()}
 
-    @r.get("/events", summary="server-sent events of every job from now on, and every refusal")
-    async def events(http: HttpRequest):
-        async def stream():
-            seen = service.events.last_seq
-            while not await http.is_disconnected():
-                for ev in service.events.since(seen):
-                    seen = ev.seq
-                    yield _sse_with_job(ev)
-                await asyncio.sleep(POLL_S)
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+@router.get("/jobs/{job_id}")
+def job(service: Svc, job_id: str):
+    j = _job(service, job_id)
+    return j.state(service.queue.position(j))
 
-    @r.get("/gallery")
-    def gallery():
-        return {"images": [res.summary() for res in service.gallery.items()]}
 
-    @r.get("/images/{name}", response_class=Response)
-    def image(name: str):
-        res = service.gallery.get(name)
-        if res is None:
-            raise ApiError(404, f"no image named {name!r} in the gallery", kind="image not found")
-        return Response(res.png, media_type="image/png",
-                        headers={"Content-Disposition": f'inline; filename="{res.name}"'})
+@router.post("/jobs/{job_id}/cancel")
+def cancel(service: Svc, job_id: str):
+    return {"cancelled": service.queue.cancel(_job(service, job_id))}
 
-    @r.get("/images/{name}/show", summary="the image's provenance, as `iga show --json` prints it")
-    def show(name: str):
-        from iga.provenance import read_provenance
 
-        res = service.gallery.get(name)
-        if res is None:
-            raise ApiError(404, f"no image named {name!r} in the gallery", kind="image not found")
-        return read_provenance(res.png).to_dict()
+@router.get("/jobs/{job_id}/events", summary="server-sent events of one job: queued, started, step, preview, "
+                                        "done, failed, cancelled")
+async def job_events(service: Svc, job_id: str, http: HttpRequest):
+    j = _job(service, job_id)
 
-    @r.post("/replay", status_code=202, summary="regenerate a gallery image from its stored plan")
-    async def replay(http: HttpRequest):
-        body = await json_object(http)
-        job, position = service.replay(str(body.get("image") or ""))
-        return {"job": job.id, "position": position, "plan": job.plan.to_dict()}
+    async def stream():
+        sent = 0
+        while True:
+            events = j.events[sent:]
+            for ev in events:
+                yield _sse(ev)
+            sent += len(events)
+            if j.finished.is_set() and sent == len(j.events):
+                return
+            if await http.is_disconnected():
+                return  # the watcher left; the job goes on
+            await asyncio.sleep(POLL_S)
 
-    @r.get("/audit", summary="the audit log's last records (accepted deviations, newest last)")
-    def audit(tail: int = 50):
-        from iga.guard.audit import default_audit_path, read_records
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-        if not 1 <= tail <= MAX_AUDIT_TAIL:
-            raise ApiError(422, f"tail {tail}: ask for 1 to {MAX_AUDIT_TAIL} records")
-        path = service.config.audit_log or default_audit_path()
-        try:
-            records = list(read_records(path)) if path.exists() else []
-        except ValueError as e:
-            return JSONResponse({"path": str(path), "records": [], "error": str(e)})
-        return {"path": str(path), "records": records[-tail:]}
 
-    return r
+@router.get("/events", summary="server-sent lifecycle events of every job (queued, started, done, failed, "
+                            "cancelled) and every refusal, from now on")
+async def events(service: Svc, http: HttpRequest):
+    async def stream():
+        seen = service.events.last_seq
+        while not await http.is_disconnected():
+            for ev in service.events.since(seen):
+                seen = ev.seq
+                yield _sse_with_job(ev)
+            await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/gallery")
+def gallery(service: Svc):
+    return {"images": [res.summary() for res in service.gallery.items()]}
+
+
+@router.get("/images/{name}", response_class=Response)
+def image(service: Svc, name: str):
+    res = service.gallery.get(name)
+    if res is None:
+        raise ApiError(404, f"no image named {name!r} in the gallery", kind="image not found")
+    return Response(res.png, media_type="image/png",
+                    headers={"Content-Disposition": f'inline; filename="{res.name}"'})
+
+
+@router.get("/images/{name}/show", summary="the image's provenance, as `iga show --json` prints it")
+def show(service: Svc, name: str):
+    from iga.provenance import read_provenance
+
+    res = service.gallery.get(name)
+    if res is None:
+        raise ApiError(404, f"no image named {name!r} in the gallery", kind="image not found")
+    return read_provenance(res.png).to_dict()
+
+
+@router.post("/replay", status_code=202, summary="regenerate a gallery image from its stored plan")
+async def replay(service: Svc, http: HttpRequest):
+    body = await json_object(http)
+    job, position = service.replay(str(body.get("image") or ""))
+    return {"job": job.id, "position": position, "plan": job.plan.to_dict()}
+
+
+@router.get("/audit", summary="the audit log's last records (accepted deviations, newest last)")
+def audit(service: Svc, tail: int = 50):
+    from iga.guard.audit import default_audit_path, read_records
+
+    if not 1 <= tail <= MAX_AUDIT_TAIL:
+        raise ApiError(422, f"tail {tail}: ask for 1 to {MAX_AUDIT_TAIL} records")
+    path = service.config.audit_log or default_audit_path()
+    try:
+        records = list(read_records(path)) if path.exists() else []
+    except ValueError as e:
+        return JSONResponse({"path": str(path), "records": [], "error": str(e)})
+    return {"path": str(path), "records": records[-tail:]}
 
 
 def _sse_with_job(event: Any) -> str:
