@@ -161,3 +161,33 @@ def test_page_and_openapi_docs_are_served(client):
     assert page.status_code == 200 and "<html" in page.text.lower()
     spec = client.get("/openapi.json").json()
     assert "/sdapi/v1/txt2img" in spec["paths"] and "/iga/v1/generate" in spec["paths"]
+
+
+def test_server_wide_events_carry_refusals_and_job_lifecycle(tmp_path):
+    import threading
+
+    import requests
+
+    from server_support import running_server
+
+    lines: list[str] = []
+    subscribed = threading.Event()
+    with running_server(ServerConfig(out_dir=None, audit_log=tmp_path / "audit.jsonl")) as url:
+        def listen():
+            with requests.get(f"{url}/iga/v1/events", stream=True, timeout=60) as r:
+                for line in r.iter_lines(decode_unicode=True):
+                    subscribed.set()
+                    lines.append(line)
+                    if line == "event: done":
+                        return
+
+        t = threading.Thread(target=listen)
+        t.start()
+        assert subscribed.wait(30)
+        assert requests.post(f"{url}/iga/v1/generate", json={"prompt": PROMPT, "steps": 60}).status_code == 422
+        assert requests.post(f"{url}/iga/v1/generate", json={"prompt": PROMPT}).status_code == 202
+        t.join(60)
+    kinds = [line[7:] for line in lines if line.startswith("event: ")]
+    assert kinds == ["refused", "queued", "started", "done"]
+    refused = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+    assert refused["findings"][0]["field"] == "steps"

@@ -114,6 +114,7 @@ async def job_events(service: Svc, job_id: str, http: HttpRequest):
 async def events(service: Svc, http: HttpRequest):
     async def stream():
         seen = service.events.last_seq
+        yield ": subscribed\n\n"  # a comment line: the client knows it will see everything from here on
         while not await http.is_disconnected():
             for ev in service.events.since(seen):
                 seen = ev.seq
