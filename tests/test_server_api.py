@@ -159,6 +159,9 @@ def test_unknown_body_fields_and_bad_modes_are_named(client):
 def test_page_and_openapi_docs_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "src=\"http" not in docs.text and "href=\"http" not in docs.text  # nothing from elsewhere
     spec = client.get("/openapi.json").json()
     assert "/sdapi/v1/txt2img" in spec["paths"] and "/iga/v1/generate" in spec["paths"]
 

@@ -93,7 +93,7 @@ def build_app(config: ServerConfig) -> FastAPI:
         yield
         service.queue.stop()
 
-    app = FastAPI(title="iga serve", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="iga serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="A1111-compatible API (/sdapi/v1), iga's own API (/iga/v1) and a preset-first page "
                               "(/). Every request goes through the model's recipe guard.")
     app.state.service = service
@@ -105,6 +105,10 @@ def build_app(config: ServerConfig) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def page():
         return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():  # FastAPI's own docs page loads Swagger UI from a CDN: this one is served from the package
+        return FileResponse(WEB / "docs.html", headers={"Cache-Control": "no-cache"})
 
     app.add_middleware(Guardrails, token=config.token, max_body=MAX_BODY_BYTES)
     return app
