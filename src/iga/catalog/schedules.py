@@ -21,6 +21,7 @@ class ScheduleInfo:
     diffusers_flags: dict[str, Any] | None = None
     variant: str = ""
     description: str = ""
+    comfyui: bool = True  # the name is one of ComfyUI's KSampler schedulers (others are separate nodes there)
 
 
 _H = ScheduleInfo
@@ -38,7 +39,8 @@ _ENTRIES: tuple[ScheduleInfo, ...] = (
        diffusers_flags={'use_exponential_sigmas': True},
        description='Evenly spaced in log sigma, then 0.'),
     _H('polyexponential', 'Polyexponential',
-       description='exp(r^rho (ln smax - ln smin) + ln smin), rho=1.'),
+       description='exp(r^rho (ln smax - ln smin) + ln smin), rho=1.',
+       comfyui=False),
     _H('sgm_uniform', 'SGM Uniform',
        aliases=('SGMUniform',),
        diffusers_flags={'timestep_spacing': 'trailing'},
@@ -59,7 +61,8 @@ _ENTRIES: tuple[ScheduleInfo, ...] = (
     _H('beta_linear', None,
        aliases=('beta_a1111', 'beta_diffusers'),
        diffusers_flags={'use_beta_sigmas': True},
-       description='A1111/diffusers beta schedule: sigma_min + Beta^-1 quantile x (sigma_max - sigma_min).'),
+       description='A1111/diffusers beta schedule: sigma_min + Beta^-1 quantile x (sigma_max - sigma_min).',
+       comfyui=False),
     _H('linear_quadratic', 'Linear Quadratic',
        description='Linear then quadratic in (1 - sigma); meant for flow models (Mochi).'),
     _H('kl_optimal', 'KL Optimal',
@@ -69,12 +72,16 @@ _ENTRIES: tuple[ScheduleInfo, ...] = (
        aliases=('align_your_steps', 'AYS'),
        variant='canonical = ComfyUI (interpolate the 11-value table log-linearly to n+1, last set to 0); A1111 '
                 'interpolates to n and appends 0, so at 10 steps it does not use the table.',
-       description='NVIDIA Align-Your-Steps tables for SD1 and SDXL, log-linear interpolation.'),
+       description='NVIDIA Align-Your-Steps tables for SD1 and SDXL, log-linear interpolation.',
+       comfyui=False),
     _H('turbo', 'Turbo',
        aliases=('sd_turbo', 'SDTurbo', 'sdturbo'),
-       description='ComfyUI SDTurboScheduler: timesteps 999, 899, ... (first n of 10), then 0.'),
+       description='ComfyUI SDTurboScheduler: timesteps 999, 899, ... (first n of 10), then 0.',
+       comfyui=False),
     _H('explicit', 'Explicit grid',
        aliases=('grid', 'custom'),
-       description="The recipe's own sigma grid, monotonically subsampled for other step counts."),
+       description="The recipe's own sigma grid, monotonically subsampled for other step counts.",
+       comfyui=False),
 )
 SCHEDULES: dict[str, ScheduleInfo] = {s.name: s for s in _ENTRIES}
+COMFYUI_SCHEDULES: tuple[str, ...] = tuple(s.name for s in _ENTRIES if s.comfyui)
