@@ -1,0 +1,1 @@
+"""Integrations: iga's recipe and guard inside other tools (diffusers)."""
