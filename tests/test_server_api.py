@@ -194,3 +194,15 @@ def test_server_wide_events_carry_refusals_and_job_lifecycle(tmp_path):
     assert kinds == ["refused", "queued", "started", "done"]
     refused = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
     assert refused["findings"][0]["field"] == "steps"
+
+
+def test_a_restarted_server_shows_and_replays_what_it_made(tmp_path):
+    out = tmp_path / "out"
+    config = ServerConfig(out_dir=out, audit_log=tmp_path / "audit.jsonl")
+    with TestClient(create_app(config)) as c:
+        name = wait(c, c.post("/iga/v1/generate", json={"prompt": PROMPT, "seed": 8}).json()["job"])["images"][0]["name"]
+    (out / "not-an-iga-image.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with TestClient(create_app(config)) as c:
+        names = [i["name"] for i in c.get("/iga/v1/gallery").json()["images"]]
+        assert names == [name]
+        assert wait(c, c.post("/iga/v1/replay", json={"image": name}).json()["job"])["identical"] is True

@@ -92,7 +92,8 @@ class _Resolver:
             outcome, reason = "overridden", f"{reason}; accepted as an explicit override"
         else:
             outcome = "refused"
-            how = f"override it explicitly: --override {override_key} --reason '...'"
+            how = (f"override it explicitly: name {override_key} as an override with a reason (CLI: --override "
+                   f"{override_key} --reason '...')")
             suggestion = f"{suggestion}, or {how}" if suggestion else how
         self.findings.append(Finding(field=field, severity="soft", outcome=outcome, recipe_value=recipe_value,
                                      requested_value=requested, reason=reason, suggestion=suggestion))
@@ -271,7 +272,7 @@ def resolve(
     try:
         width, height = parse_size(size_text)
     except ValueError as e:
-        raise ValueError(f"--size: {e}") from None
+        raise ValueError(f"size: {e}") from None
     if width <= 0 or height <= 0 or width % 8 or height % 8:
         r.hard("size", f"{size_text} cannot work: width and height must be positive multiples of 8 (the latent "
                "grid is 1/8 of the image)", default_size, size_text,
@@ -332,7 +333,7 @@ def resolve(
 
     for o in req.overrides:
         if o not in r.soft_fields:
-            r.info(o, f"--override {o} was given but nothing needed overriding")
+            r.info(o, f"an override of {o} was asked for but nothing needed overriding")
     if any(f.outcome == "refused" for f in r.findings):
         raise GuardRefused(r.findings)
 

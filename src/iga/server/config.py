@@ -12,6 +12,7 @@ MAX_IMAGES_PER_REQUEST = 16  # batch_size x n_iter
 MAX_REQUEST_PIXELS = 16 * 1024 * 1024  # width x height x images of one request: the work one client can ask for
 MAX_STEPS = 150  # A1111's slider maximum; the guard's own cap (MAX_PLAN_STEPS) is the engine's, far higher
 GALLERY_SIZE = 100  # recent images kept in memory for the page
+MAX_GALLERY_FILE = 32 << 20  # an output file larger than this is not loaded into the gallery at start
 EVENTS_KEPT = 2000  # server-wide (lifecycle) events kept for subscribers
 JOBS_KEPT = 200  # finished jobs kept (with their images) for clients that ask for them later
 

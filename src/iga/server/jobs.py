@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iga.server.config import EVENTS_KEPT, GALLERY_SIZE, JOBS_KEPT
+from iga.server.config import EVENTS_KEPT, GALLERY_SIZE, JOBS_KEPT, MAX_GALLERY_FILE
 
 if TYPE_CHECKING:
     from iga.guard import Plan
@@ -105,6 +105,32 @@ class Gallery:
     def items(self) -> list[Result]:
         with self._lock:
             return list(self._items)
+
+    def load(self, folder: Path) -> int:
+        """Fill the gallery with the newest iga PNGs of an output folder (a restarted server shows what it made
+        before); files without an iga plan, unreadable or hostile ones are skipped. Returns how many were added."""
+        from iga.provenance import ProvenanceError, read_provenance
+        from iga.provenance.infotext import format_infotext
+
+        try:
+            files = sorted((p for p in folder.glob("*.png") if p.is_file()), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            return 0
+        added = 0
+        for path in files[-self._items.maxlen:]:
+            try:
+                if path.stat().st_size > MAX_GALLERY_FILE:
+                    continue
+                png = path.read_bytes()
+                prov = read_provenance(png)
+            except (OSError, ProvenanceError):
+                continue
+            if prov.plan is None:
+                continue
+            created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+            self.add(Result(path.name, png, prov.plan, format_infotext(prov.plan), "", created, path))
+            added += 1
+        return added
 
 
 @dataclass

@@ -5,6 +5,7 @@ request and the answer."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from iga.guard import Plan, Request
@@ -49,6 +50,8 @@ class Service:
         self.pool = ModelPool(config.models_dir, default=config.default_model, max_loaded=config.max_loaded)
         self.events = EventLog()
         self.gallery = Gallery()
+        if config.out_dir is not None and Path(config.out_dir).is_dir():
+            self.gallery.load(Path(config.out_dir))  # a restarted server still shows (and replays) what it made
         self.queue = JobQueue(self.pool, capacity=config.queue_size, workers=config.workers,
                               out_dir=config.out_dir, preview_interval=config.preview_interval,
                               events=self.events, gallery=self.gallery)

@@ -142,7 +142,7 @@ async function selectModel(id) {
 }
 
 function fmtSeconds(s) {
-  if (s === null || s === undefined) return "unknown";
+  if (s === null || s === undefined) return "time not measured yet";
   return s < 10 ? `≈${s.toFixed(1)} s` : `≈${Math.round(s)} s`;
 }
 
@@ -197,7 +197,8 @@ function fillChoice(kind, items, recipeValue, presetValue) {
     (presetValue || recipeValue ? ` (${presetValue || recipeValue})` : "")}));
   const forbidden = [];
   for (const it of items || []) {
-    const text = it.name + (it.label && it.label !== it.name ? ` — ${it.label}` : "") + (STATUS_MARK[it.status] || "");
+    const sameName = it.label && it.label.toLowerCase() === it.name.toLowerCase();
+    const text = it.name + (it.label && !sameName ? ` — ${it.label}` : "") + (STATUS_MARK[it.status] || "");
     const opt = el("option", {value: it.name, text, class: "st-" + it.status, "data-status": it.status,
                               title: it.reason || null, disabled: it.status === "forbidden"});
     if (it.reason) opt.dataset.reason = it.reason;
@@ -225,9 +226,10 @@ function describeChoice(kind) {
 
 function rangeText(r) {
   if (!r) return "";
-  const span = r.min !== null && r.min !== undefined && r.max !== null && r.max !== undefined
-    ? `${r.min}–${r.max}` : r.min !== null && r.min !== undefined ? `≥ ${r.min}` : r.max !== null && r.max !== undefined ? `≤ ${r.max}` : "any";
-  return `recipe: ${span}` + (r.default !== null && r.default !== undefined ? `, default ${r.default}` : "");
+  const has = (v) => v !== null && v !== undefined;
+  const span = has(r.min) && has(r.max) ? `${r.min}–${r.max}`
+    : has(r.min) ? `≥ ${r.min}` : has(r.max) ? `≤ ${r.max}` : "any";
+  return `recipe: ${span}` + (has(r.default) ? `, default ${r.default}` : "");
 }
 
 function renderKnobs() {
@@ -253,16 +255,21 @@ function renderKnobs() {
   $("steps").placeholder = String(p ? p.steps : recipe.steps.default);
   $("cfg").placeholder = String(p && p.cfg !== null && p.cfg !== undefined ? p.cfg : recipe.cfg.default);
   $("size").placeholder = recipe.size || "WxH";
-  $("clip-skip").placeholder = recipe.clip_skip === null || recipe.clip_skip === undefined ? "" : String(recipe.clip_skip);
+  $("clip-skip").placeholder = recipe.clip_skip === null || recipe.clip_skip === undefined
+    ? "" : String(recipe.clip_skip);
 }
 
 // --- generate, refusal and override -----------------------------------------------------------------------------
 
 function numberOrNull(id, parse) {
-  const raw = $(id).value.trim();
+  const input = $(id);
+  const name = input.labels[0].textContent.trim();
+  // a number field holding "abc" reports an empty value; without this check it would silently mean "recipe"
+  if (input.validity && input.validity.badInput) throw new Error(`${name} must be a number (or empty).`);
+  const raw = input.value.trim();
   if (raw === "") return null;
   const v = parse(raw);
-  if (!Number.isFinite(v)) throw new Error(`${$(id).labels[0].textContent.trim()} must be a number (or empty).`);
+  if (!Number.isFinite(v)) throw new Error(`${name} must be a number (or empty).`);
   return v;
 }
 
@@ -273,7 +280,7 @@ function buildBody() {
   if (size && !/^\d+x\d+$/.test(size)) throw new Error(`Size must look like 512x512 (width x height), not "${size}".`);
   return {
     model: state.model ? state.model.id : null,
-    mode: "guarded",
+    mode: null,  // the server's --mode (guarded unless its operator chose otherwise)
     prompt: $("prompt").value,
     negative_prompt: $("negative").value,
     preset: state.preset,
@@ -306,7 +313,7 @@ async function submit(body) {
     setBusy(false);
     if (e instanceof ApiError && e.status === 422 && e.body && e.body.refused) {
       showRefusal(e.body);
-      setStatus("The guard refused this request; see below.", "error");
+      setStatus("The guard refused this request: see why below.", "error");
     } else {
       report(e);
     }
@@ -315,6 +322,9 @@ async function submit(body) {
 
 function valueText(v) {
   if (v === null || v === undefined) return "—";
+  if (typeof v === "object" && !Array.isArray(v) && ("min" in v || "max" in v)) {
+    return `${v.min ?? "…"}–${v.max ?? "…"}`;  // a recipe range reads better as 15–40 than as JSON
+  }
   return typeof v === "string" ? v : JSON.stringify(v);
 }
 
@@ -322,7 +332,9 @@ function showRefusal(body) {
   const findings = body.findings || [];
   const refused = findings.filter((f) => f.outcome === "refused");
   const shown = refused.length ? refused : findings;
-  $("refusal-detail").textContent = body.detail || "";
+  // the detail sentence restates the findings; show it only when there is nothing itemised to show
+  $("refusal-detail").textContent = findings.length ? "" : (body.detail || "");
+  $("refusal-detail").hidden = findings.length > 0;
   const list = $("refusal-findings");
   list.replaceChildren();
   for (const f of shown) {
@@ -452,6 +464,7 @@ async function finishJob(job, status, data) {
   if (state.job === job) state.job = null;
   setBusy(false);
   $("job").hidden = status !== "done";
+  $("job-h").textContent = job.kind === "replay" ? `Replayed ${job.source}` : "Finished";
   if (status === "done") {
     const bar = $("progress");
     bar.value = bar.max;
@@ -478,6 +491,21 @@ async function finishJob(job, status, data) {
   const first = status === "done" && job.kind === "generate" && data.images && data.images[0];
   await refreshGallery(first ? first.name : null);
   await refreshAudit();
+  await refreshPresetTimes();
+}
+
+// Expected times are measured by the server once a model has run, so the cards catch up after a job.
+async function refreshPresetTimes() {
+  if (!state.model) return;
+  try {
+    const m = await api("GET", "/models/" + encodeURIComponent(state.model.id));
+    if (state.model && m.id === state.model.id) {
+      state.model = m;
+      renderPresets();
+    }
+  } catch (e) {
+    // the job itself went fine; stale times on the cards are not worth an error line
+  }
 }
 
 async function cancelJob() {
@@ -552,7 +580,10 @@ async function showImage(name, opts) {
       o.reason ? el("span", {class: "reason", text: ` — “${o.reason}”`}) : null));
   }
   $("detail-infotext").textContent = g.infotext || "(no infotext)";
-  if (changed && !(opts && opts.keepVerdict)) { $("replay-result").textContent = ""; $("replay-result").className = ""; }
+  if (changed && !(opts && opts.keepVerdict)) {
+    $("replay-result").textContent = "";
+    $("replay-result").className = "";
+  }
   $("detail").hidden = false;
   try {
     const src = await imageSrc(g.url);
@@ -639,6 +670,11 @@ function wire() {
   });
   $("cancel").addEventListener("click", cancelJob);
   $("override-submit").addEventListener("click", submitOverride);
+  $("override-reason").addEventListener("input", () => {
+    if ($("status").textContent.startsWith("An override needs a reason")) {
+      setStatus("The guard refused this request: see why below.", "error");
+    }
+  });
   $("override-reason").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter") { ev.preventDefault(); submitOverride(); }
   });
