@@ -110,3 +110,17 @@ def test_cli_draft_writes_a_recipe_that_checks(tiny_sd1, tmp_path):
     explained = cli(["recipe", "draft", str(model), "--json", "--explain"])
     data = json.loads(explained.stdout)
     assert data["fields"]["prediction_type"]["source"] == "kohya" and len(data["evidence"]) >= 5
+
+
+def test_notes_text_fills_sampler_steps_cfg_and_clip_skip(tiny_sd1, tmp_path):
+    notes = "Recommended settings: Sampler: DPM++ 2M Karras, Steps: 25-30, CFG: 5-7, Clip skip 2"
+    draft = draft_recipe(single_file(tiny_sd1, tmp_path, {}), notes=notes)
+    r = draft.recipe
+    assert (r.sampler.name, r.scheduler.name, r.clip_skip) == ("dpmpp_2m", "karras", 2)
+    assert (r.steps.min, r.steps.max, r.cfg.min, r.cfg.max) == (25, 30, 5.0, 7.0)
+    assert draft.chosen["steps"].source == "notes" and "25-30" in draft.chosen["steps"].key
+
+
+def test_unknown_sampler_in_notes_does_not_reach_the_recipe(tiny_sd1, tmp_path):
+    draft = draft_recipe(single_file(tiny_sd1, tmp_path, {}), notes="Sampler: Euler SMEA Dy, Steps: 28")
+    assert "sampler" not in draft.chosen and draft.recipe.steps.default == 28

@@ -258,9 +258,14 @@ def from_notes(text: str, *, source: str = "notes", scale: float = 1.0, where: s
         return []
     from iga.interop.notes import parse_recommended_settings
 
+    from iga.catalog.samplers import SAMPLERS
+    from iga.catalog.schedules import SCHEDULES
+
     result = parse_recommended_settings(text)
+    known = {"sampler": SAMPLERS, "schedule": SCHEDULES}
     return [Evidence(f.field, f.value, source, f"{where}: {f.phrase!r}", round(f.confidence * scale, 2))
-            for f in result.fields.values() if f.field in NOTE_FIELDS]
+            for f in result.fields.values() if f.field in NOTE_FIELDS
+            and (f.field not in known or f.value in known[f.field])]  # a name the table lacks stays a warning
 
 
 def _read_text(path: Path) -> str | None:

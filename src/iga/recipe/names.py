@@ -106,17 +106,15 @@ def resolve_sampler(name: str) -> str:
 _LEGACY_SUFFIX = re.compile(r"^(k_.+?)_(ka|exp)$")
 
 
-def split_combined(label: str) -> tuple[str, str | None]:
-    """Split a sampler label that may carry a schedule ('DPM++ 2M Karras', 'k_dpmpp_2m_ka', 'dpmpp_2m_k').
-
-    Returns (canonical sampler, canonical schedule or None). Plain sampler names return (name, None).
-    """
+def find_combined(label: str) -> tuple[str, str | None] | None:
+    """``split_combined`` without the error: (sampler, schedule or None) for a known label, else None (cheap: no
+    close-match search, for scanning free text)."""
     key = _key(label)
     if key in _SAMPLER_INDEX:
         return _SAMPLER_INDEX[key].name, None
     m = _LEGACY_SUFFIX.match(label.strip().lower())
-    if m:  # A1111 v1.6 API aliases: k_dpmpp_2m_ka, k_dpmpp_2m_sde_exp
-        return sampler_info(m.group(1)).name, "karras" if m.group(2) == "ka" else "exponential"
+    if m and _key(m.group(1)) in _SAMPLER_INDEX:  # A1111 v1.6 API aliases: k_dpmpp_2m_ka, k_dpmpp_2m_sde_exp
+        return _SAMPLER_INDEX[_key(m.group(1))].name, "karras" if m.group(2) == "ka" else "exponential"
     inv = _INVOKEAI.get(label.strip().lower())
     if inv:
         return inv
@@ -127,7 +125,24 @@ def split_combined(label: str) -> tuple[str, str | None]:
             head, tail = " ".join(words[:-n]), " ".join(words[-n:])
             if _key(tail) in _SCHEDULE_INDEX and _key(head) in _SAMPLER_INDEX:
                 return _SAMPLER_INDEX[_key(head)].name, _SCHEDULE_INDEX[_key(tail)].name
-    raise UnknownNameError("sampler", label, _suggest(label, SAMPLERS))
+    return None
+
+
+def find_schedule(name: str) -> str | None:
+    """The canonical schedule for a spelling, or None (no close-match search)."""
+    e = _SCHEDULE_INDEX.get(_key(name))
+    return e.name if e is not None else None
+
+
+def split_combined(label: str) -> tuple[str, str | None]:
+    """Split a sampler label that may carry a schedule ('DPM++ 2M Karras', 'k_dpmpp_2m_ka', 'dpmpp_2m_k').
+
+    Returns (canonical sampler, canonical schedule or None). Plain sampler names return (name, None).
+    """
+    found = find_combined(label)
+    if found is None:
+        raise UnknownNameError("sampler", label, _suggest(label, SAMPLERS))
+    return found
 
 
 def a1111_labels(sampler: str, schedule: str) -> tuple[str, str]:
