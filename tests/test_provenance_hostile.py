@@ -232,3 +232,56 @@ def test_broken_webp(tmp_path):
     huge = tmp_path / "huge.webp"
     Image.new("RGB", (8, 8)).save(huge, "WEBP", exif=b"II*\0" + b"\0" * (9 * 2**20))
     read_bounded(huge, match="WebP EXIF chunk is")
+
+
+# ---------------------------------------------------------------- JSON where A1111 infotext is expected
+# (Fooocus and SwarmUI put JSON in the 'parameters' chunk; anything that is not their JSON is read as infotext)
+@pytest.mark.parametrize("params, scheme", [
+    ("{red|blue} cat\nNegative prompt: x\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 3", None),
+    ("{not json at all", "fooocus"),
+    ('{"sui_image_params": ' * 200 + "1" + "}" * 200, None),  # deeper than the JSON limit
+    ('{"a": [' + "[]," * 200_001 + "[]]}", "fooocus"),  # more containers than the JSON limit
+    ('{"prompt": "x"}', None),  # JSON of no known tool
+    ("[1, 2, 3]", "fooocus"),
+])
+def test_parameters_that_start_like_json_are_read_as_infotext(tmp_path, params, scheme):
+    chunks = text("parameters", params) + (text("fooocus_scheme", scheme) if scheme else b"")
+    p = write(tmp_path, png_file(chunks))
+    t0 = time.perf_counter()
+    prov = read_provenance(p)
+    assert time.perf_counter() - t0 < 5
+    assert prov.source in ("a1111", "fooocus") and prov.prompt is not None
+    if scheme == "fooocus":
+        assert any("fooocus_scheme" in w for w in prov.warnings)
+
+
+@pytest.mark.parametrize("record", [
+    {"sui_image_params": None},
+    {"sui_image_params": {"seed": [1], "steps": {"a": 1}, "width": 1e400, "cfgscale": "nan", "sampler": 5,
+                          "clipstopatlayer": "x", "model": ["a"]}, "sui_models": "x"},
+    {"sui_image_params": {}, "sui_models": [None, {"param": "model", "hash": 7}] * 100},
+    {"metadata_scheme": "fooocus", "resolution": "(" + "9" * 5000 + ", 1)", "seed": "1" * 5000, "steps": True,
+     "base_model": {"x": 1}, "guidance_scale": "inf", "scheduler": ["karras"]},
+    {"version": "Fooocus v9", "resolution": [1, 2, 3]},
+    {"metadata_scheme": "fooocus", **{f"k{i}": i for i in range(1000)}},
+])
+def test_odd_fooocus_and_swarmui_records_are_warnings(tmp_path, record):
+    import json
+
+    prov = read_provenance(write(tmp_path, png_file(text("parameters", json.dumps(record)))))
+    assert prov.source in ("fooocus", "swarmui") and prov.warnings
+    for value in (prov.seed, prov.steps, prov.width, prov.cfg):
+        assert value is None or isinstance(value, (int, float))
+
+
+@pytest.mark.parametrize("tail", [
+    "Civitai resources: [",
+    "Civitai resources: [{" + '"a":[' * 100 + "1" + "]" * 100 + "}]",
+    "Civitai resources: [" + "1," * 30_000 + "1]",  # long, but under the parameter-line limit
+    "Civitai resources: not json",
+    'Civitai resources: [{"type":"checkpoint","modelName":7}]',
+])
+def test_broken_civitai_resources_are_warnings(tmp_path, tail):
+    params = f"cat\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 3, {tail}"
+    prov = read_provenance(write(tmp_path, png_file(text("parameters", params))))
+    assert prov.source == "a1111" and prov.seed == 3 and prov.model_name is None

@@ -210,13 +210,21 @@ TrustPathOpt = Annotated[bool, typer.Option("--trust-path", help="open the model
                                            "comes from the file: only for images you trust)")]
 
 
+ForeignOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="another tool's image: folder for the "
+                                                      "regenerated image (default outputs/)")]
+ForeignModeOpt = Annotated[Optional[str], typer.Option("--mode", help="another tool's image: strict, guarded "
+                                                       "(default) or permissive, as in `iga generate`")]
+
+
 def replay_cmd(
-    image: Annotated[Path, typer.Argument(help="an image iga made (PNG, JPEG or WebP)")],
+    image: Annotated[Path, typer.Argument(help="an image iga made, or one of A1111, Fooocus, SwarmUI or ComfyUI "
+                                          "(PNG, JPEG or WebP)")],
     model: ModelOpt = None,
     force: Annotated[bool, typer.Option("--force", help="replay even if the model's weights differ")] = False,
     save: Annotated[Optional[Path], typer.Option("--save", help="also write the regenerated image here (never "
                                                  "over an existing file)")] = None,
     trust_path: TrustPathOpt = False,
+    mode: ForeignModeOpt = None, override: OverrideOpt = None, reason: ReasonOpt = None, out: ForeignOutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Regenerate an image from the plan stored in it and report the pixel difference (max abs, PSNR).
@@ -226,10 +234,30 @@ def replay_cmd(
     bundled models and the models you have run with --model, or given with --model; the path the image records is
     opened only with --trust-path. It must have the same weights unless --force.
     Exit 0 when the pixels are identical, 1 when they differ, 2 on bad input (one line).
+
+    An image of another tool (A1111, Fooocus, SwarmUI, ComfyUI) has no plan: name a model with --model and its
+    settings (prompt, seed, steps, CFG, sampler, schedule, size, clip skip) are resolved by the guard like
+    `iga generate` (--mode, --override FIELD, --reason), a new image is written to --out with its full plan, and
+    every way it cannot match the original is listed (noise source, hires fix, LoRAs, styles, model hash ...).
+    Exit 0 when regenerated, 2 on bad input, 3 when the guard refuses.
     """
+    prov = _read_image(image)
+    if not prov.plan:
+        _replay_foreign(image, prov, model, mode=mode or "guarded", override=override, reason=reason,
+                        out=out or Path("outputs"), as_json=as_json)
+        return
+    if mode is not None or override or reason is not None or out is not None:
+        raise _fail(f"{image} was made by iga: it replays its stored plan exactly (--mode, --override, --reason "
+                    "and --out are for images of other tools; use --save to keep the regenerated image)")
+    _replay_own_plan(image, prov, model, force=force, save=save, trust_path=trust_path, as_json=as_json)
+
+
+def _replay_own_plan(image: Path, prov, model: Path | None, *, force: bool, save: Path | None, trust_path: bool,
+                     as_json: bool) -> None:
+    """Regenerate an iga image from its stored plan and compare pixels; exits 0 identical, 1 different."""
     from iga.generate import Model, pixel_difference
 
-    plan = _stored_plan(image)
+    plan = _stored_plan(image, prov)
     m = Model(_replay_model(plan, model, trust_path))
     if m.source.identity.weights_sha256 != plan.model.weights_sha256 and not force:
         raise _fail(f"{m.path} has weights {str(m.source.identity.weights_sha256)[:12]}..., the image was made with "
@@ -303,22 +331,74 @@ def _save_new(result, save: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _stored_plan(image: Path):
-    """The plan stored in an image, validated (any defect is one line, exit 2)."""
-    from iga.guard import Plan
+def _read_image(image: Path):
+    """The image's provenance (any read error is one line, exit 2)."""
     from iga.provenance import read_provenance
 
     try:
-        prov = read_provenance(image)
+        return read_provenance(image)
     except Exception as e:  # ProvenanceError and OS errors: say what, never a traceback
         raise _fail(str(e)) from None
-    if not prov.plan:
-        raise _fail(f"{image} has no iga plan (source: {prov.source}); only images made by iga can be replayed")
+
+
+def _stored_plan(image: Path, prov):
+    """The plan stored in an image, validated (any defect is one line, exit 2)."""
+    from iga.guard import Plan
+
     try:
         return Plan.from_dict(prov.plan)
     except Exception as e:  # pydantic names the field
         raise _fail(f"{image}: the stored plan is not valid: {str(e).splitlines()[0]} "
                     f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else 'see iga show'})") from None
+
+
+def _replay_foreign(image: Path, prov, model: Path | None, *, mode: str, override, reason, out: Path,
+                    as_json: bool) -> None:
+    """Regenerate another tool's image from its settings on the model the user names (see replay_cmd)."""
+    from iga.provenance.replay_foreign import REPLAYABLE, foreign_caveats, foreign_request
+
+    if prov.source not in REPLAYABLE:
+        raise _fail(f"{image} has no iga plan and no generation settings (source: {prov.source}): nothing to replay")
+    if model is None:
+        raise _fail(f"{image} has no iga plan (source: {prov.source}); name a model with --model to regenerate "
+                    "its settings")
+    try:
+        request, caveats = foreign_request(prov, overrides=override, reason=reason)
+    except ValueError as e:  # pydantic: a value the request model rejects
+        raise _fail(f"{image}: its settings do not make a request: {str(e).splitlines()[0]}") from None
+    source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="replay")
+    caveats += foreign_caveats(prov, source.identity, plan)
+    path = _generate_one(source, plan, out)
+    if as_json:
+        typer.echo(dumps_strict({"schema": "iga.replay-foreign/1", "source": prov.source, "image": str(path),
+                                 "plan": plan.to_dict(), "caveats": caveats}, indent=2))
+        return
+    print_findings([f for f in plan.findings if f.outcome != "applied" or f.field in ("recipe", "seed")])
+    typer.echo(str(path))
+    from iga.provenance.read import describe_source
+
+    typer.echo(f"regenerated from the settings in its {describe_source(prov.source)}: {plan.sampler} + "
+               f"{plan.schedule}, {plan.steps} steps, cfg {plan.cfg:g}, seed {plan.seed}"
+               + (f"; overrides recorded in {log}" if log else ""))
+    if caveats:
+        typer.echo("cannot reproduce exactly:")
+        for line in caveats:
+            typer.echo(f"  - {line}")
+
+
+def _generate_one(source, plan, out: Path) -> Path:
+    """Generate the plan's image on ``source`` and save it with its plan; one line and exit 2 on failure."""
+    from iga.generate import Model
+
+    try:
+        [result] = Model(source.path, source=source).generate(plan=plan)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: nothing was written", err=True)
+        raise typer.Exit(130) from None
+    except (ValueError, RuntimeError, OSError) as e:  # a missing VAE, an unloadable model: one clear line
+        raise _fail(f"cannot generate: {e}") from None
+    paths, _ = _save_all([result], out, "png", None)
+    return paths[0]
 
 
 def _replay_model(plan, model: Path | None, trust_path: bool) -> str:

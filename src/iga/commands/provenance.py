@@ -1,4 +1,4 @@
-"""`iga show IMAGE`: what made this image (iga, A1111, ComfyUI or InvokeAI metadata), normalised.
+"""`iga show IMAGE`: what made this image (iga, A1111, Fooocus, SwarmUI, ComfyUI or InvokeAI metadata), normalised.
 
 Exit codes: 0 when the file was read, including when it carries no generation metadata (that is an answer,
 not a failure: the output says "no generation metadata found"); 2 when the file cannot be read safely
@@ -29,13 +29,13 @@ def show_command(
 ) -> None:
     """Show the generation settings stored in an image, whichever tool made it.
 
-    Reads iga's own plan first, then A1111-style infotext (A1111, Forge, Civitai ...), ComfyUI graphs and
-    InvokeAI metadata. Sampler and schedule are shown under iga's canonical (ComfyUI-style) names.
+    Reads iga's own plan first, then Fooocus and SwarmUI JSON, A1111-style infotext (A1111, Forge, Fooocus,
+    Civitai ...), ComfyUI graphs and InvokeAI metadata. Sampler and schedule are shown under iga's canonical (ComfyUI-style) names.
     Untrusted files are read with hard size limits; nothing in them is executed.
 
     --json prints one object, stable within schema "iga.show/1" (every key always present, null if unknown):
 
-      schema, path, source (iga|a1111|comfyui|invokeai|none), format (png|jpeg|webp), prompt,
+      schema, path, source (iga|a1111|fooocus|swarmui|comfyui|invokeai|none), format (png|jpeg|webp), prompt,
       negative_prompt, seed, steps, cfg, sampler, schedule, width, height, model_name, model_hash,
       clip_skip, denoise, image_width, image_height, plan (the full iga plan, or null), raw (the metadata
       texts as found), warnings (list of strings), c2pa (the C2PA manifest summary, or null when there is

@@ -1,8 +1,9 @@
 """Read generation provenance from a PNG, JPEG or WebP file, whichever tool wrote it.
 
-Precedence: iga's own plan (``iga_metadata`` chunk, or EXIF ImageDescription), then A1111 infotext
-(``parameters`` chunk, or EXIF UserComment), then ComfyUI (``prompt`` API graph, ``workflow`` as a fallback),
-then InvokeAI (``invokeai_metadata``). A file with none of these is ``source == "none"``, not an error.
+Precedence: iga's own plan (``iga_metadata`` chunk, or EXIF ImageDescription), then the ``parameters`` chunk
+(or EXIF UserComment): SwarmUI or Fooocus JSON when it is one, else A1111 infotext (also Fooocus' "a1111" scheme
+and Civitai's), then ComfyUI (``prompt`` API graph, ``workflow`` as a fallback), then InvokeAI
+(``invokeai_metadata``). A file with none of these is ``source == "none"``, not an error.
 
 Errors (``ProvenanceError``): not a PNG/JPEG/WebP, truncated or corrupt containers, size limits, and corrupt
 metadata that is unambiguously a tool's (invalid JSON in ``iga_metadata`` or ``invokeai_metadata``). A
@@ -34,12 +35,18 @@ from iga.provenance.foreign import (
     from_comfyui_workflow,
     from_invokeai,
 )
+from iga.provenance.foreign_json import (
+    civitai_checkpoint_name,
+    civitai_resources,
+    fooocus_infotext_schedule,
+    from_json_parameters,
+)
 from iga.provenance.infotext import format_infotext, image_seed, parse_infotext, short_hash
 from iga.provenance.planjson import PLAN_SCHEMA_PREFIX, load_plan
 from iga.provenance.png import PNG_SIGNATURE, Source, open_source, read_png_text
 
-PNG_KEYS = ("iga_metadata", "parameters", "prompt", "workflow", "invokeai_metadata")
-SOURCES = ("iga", "a1111", "comfyui", "invokeai", "none")
+PNG_KEYS = ("iga_metadata", "parameters", "prompt", "workflow", "invokeai_metadata", "fooocus_scheme")
+SOURCES = ("iga", "a1111", "fooocus", "swarmui", "comfyui", "invokeai", "none")
 _COMPARED = ("prompt", "negative_prompt", "seed", "steps", "cfg", "sampler", "schedule", "width", "height")
 
 
@@ -103,8 +110,9 @@ def fields_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fields_from_infotext(text: str) -> dict[str, Any]:
-    """Normalised fields of A1111 infotext."""
+def fields_from_infotext(text: str, fooocus: bool = False) -> dict[str, Any]:
+    """Normalised fields of A1111 infotext (``fooocus``: Fooocus' A1111 scheme, which names the schedule
+    ``Scheduler``). Civitai's checkpoint resource names the model when ``Model:`` is absent."""
     parsed = parse_infotext(text)
     out = empty_fields()
     for key in FIELDS:
@@ -112,7 +120,29 @@ def fields_from_infotext(text: str) -> dict[str, Any]:
             out[key] = parsed[key]
     out["model_name"], out["model_hash"] = parsed["model"], parsed["model_hash"]
     out["warnings"] = list(parsed["warnings"])
+    if fooocus:
+        fooocus_infotext_schedule(parsed["params"], out)
+    if "Civitai resources" in parsed["params"]:
+        resources, warnings = civitai_resources(text.strip().rsplit("\n", 1)[-1])
+        out["warnings"] += warnings
+        if out["model_name"] is None:
+            out["model_name"] = civitai_checkpoint_name(resources)
     return out
+
+
+def _fields_from_parameters(text: str, where: str, scheme: str | None,
+                            software: str | None) -> tuple[str, dict[str, Any]]:
+    """(source, fields) of a ``parameters`` text: SwarmUI/Fooocus JSON when it parses as one, else infotext."""
+    if text.lstrip().startswith("{"):
+        found = from_json_parameters(text, where, scheme)
+        if found is not None:
+            return found
+    fooocus = scheme == "a1111" or (software or "").startswith("Fooocus")
+    fields = fields_from_infotext(text, fooocus=fooocus)
+    if scheme == "fooocus":
+        fields["warnings"].append(f"'fooocus_scheme' says Fooocus JSON but the {where} is not a Fooocus JSON "
+                                  "object; read as A1111 infotext")
+    return ("fooocus" if fooocus else "a1111"), fields
 
 
 def _cross_check(plan: Mapping[str, Any], infotext: str, where: str) -> list[str]:
@@ -199,7 +229,8 @@ def read_provenance(path: Source) -> Provenance:
             fields["warnings"].append("no A1111 'parameters' text next to the iga plan: other tools will not "
                                       "show the settings")
     elif infotext is not None and infotext.strip():
-        prov.source, fields = "a1111", fields_from_infotext(infotext)
+        prov.source, fields = _fields_from_parameters(infotext, infotext_where, texts.get("fooocus_scheme"),
+                                                      exif.software if exif is not None else None)
     else:
         comfy_graph = False
         for key, reader in (("prompt", from_comfyui_prompt), ("workflow", from_comfyui_workflow)):
@@ -229,6 +260,7 @@ def describe_source(source: str) -> str:
     """One line saying what wrote the metadata."""
     return {
         "iga": "iga (full plan)", "a1111": "A1111-style infotext (A1111, Forge, SD.Next, Civitai ...)",
+        "fooocus": "Fooocus metadata", "swarmui": "SwarmUI metadata",
         "comfyui": "ComfyUI graph", "invokeai": "InvokeAI metadata", "none": "no generation metadata found",
     }.get(source, source)
 
