@@ -310,52 +310,79 @@ def _scan_samplers(w: str, line_of: Any) -> tuple[list[_Sampler], list[tuple[int
     tries = 0
     for c in _CANDIDATE.finditer(w):
         start = c.start()
-        if start < resume:
+        if start < resume:  # inside the name just read
             continue
         if tries >= MAX_NAME_TRIES or len(found) >= MAX_KEYS_PER_FIELD * 4:
             break
         tries += 1
-        first = _TOKEN.match(w, start)
-        if first is None:
-            continue
-        if first.group() == "dpm++":
-            alt = _PAREN_ALT.match(w, start)
-            if alt:  # "Dpm++ (2M/SDE) Karras": one name per option
-                for opt in alt.group(1).split("/"):
-                    r = _resolve(f"dpm++ {opt.strip()} {alt.group(2)}".strip())
-                    if r:
-                        found.append(_Sampler(r[0], r[1], start, alt.end(), line_of(start)))
-                resume = alt.end()
-                continue
-        # the run of tokens joined only by spaces or brackets: "DPM++ 2M SDE Karras", "Euler (normal)"
-        toks = [first]
-        while len(toks) < 7:
-            gap = _GAP.match(w, toks[-1].end())
-            nxt = _TOKEN.match(w, gap.end()) if gap else None
-            if nxt is None:
-                break
-            toks.append(nxt)
-        hit = None
-        for k in range(min(len(toks), 6), 0, -1):
-            r = _resolve(" ".join(x.group() for x in toks[:k]))
-            if r:
-                hit = (k, r)
-                break
-        if hit is None:
-            continue
-        k, (smp, sch) = hit
-        follower = None
-        if k < len(toks) and _SPACE_GAP.fullmatch(w, toks[k - 1].end(), toks[k].start()):
-            follower = toks[k].group()
-        if follower and follower.isalpha() and follower.isascii() and follower not in _FOLLOWERS:
-            # "Euler SMEA Dy" is not Euler: a longer name the table does not know
-            end = toks[min(len(toks), 6) - 1].end()
-            unknown.append((start, end, w[start:end]))
-            resume = end
-            continue
-        found.append(_Sampler(smp, sch, start, toks[k - 1].end(), line_of(start)))
-        resume = toks[k - 1].end()
+        after = _sampler_at(w, start, line_of, found, unknown)
+        if after is not None:
+            resume = after
     return found, unknown
+
+
+def _sampler_at(w: str, start: int, line_of: Any, found: list[_Sampler],
+                unknown: list[tuple[int, int, str]]) -> int | None:
+    """Read the name starting at start into found (or unknown); where the scan resumes, or None if no name starts
+    there."""
+    first = _TOKEN.match(w, start)
+    if first is None:
+        return None
+    if first.group() == "dpm++":
+        alt = _PAREN_ALT.match(w, start)
+        if alt:  # "Dpm++ (2M/SDE) Karras": one name per option
+            found.extend(_paren_options(alt, start, line_of))
+            return alt.end()
+    toks = _token_run(w, first)
+    hit = _longest_known(toks)
+    if hit is None:
+        return None
+    k, (smp, sch) = hit
+    if _unknown_follower(w, toks, k):
+        # "Euler SMEA Dy" is not Euler: a longer name the table does not know
+        end = toks[min(len(toks), 6) - 1].end()
+        unknown.append((start, end, w[start:end]))
+        return end
+    found.append(_Sampler(smp, sch, start, toks[k - 1].end(), line_of(start)))
+    return toks[k - 1].end()
+
+
+def _paren_options(alt: re.Match[str], start: int, line_of: Any) -> list[_Sampler]:
+    out = []
+    for opt in alt.group(1).split("/"):
+        r = _resolve(f"dpm++ {opt.strip()} {alt.group(2)}".strip())
+        if r:
+            out.append(_Sampler(r[0], r[1], start, alt.end(), line_of(start)))
+    return out
+
+
+def _token_run(w: str, first: re.Match[str]) -> list[re.Match[str]]:
+    """The run of tokens joined only by spaces or brackets: "DPM++ 2M SDE Karras", "Euler (normal)"."""
+    toks = [first]
+    while len(toks) < 7:
+        gap = _GAP.match(w, toks[-1].end())
+        nxt = _TOKEN.match(w, gap.end()) if gap else None
+        if nxt is None:
+            break
+        toks.append(nxt)
+    return toks
+
+
+def _longest_known(toks: list[re.Match[str]]) -> tuple[int, tuple[str, str | None]] | None:
+    """(token count, (sampler, schedule)) for the longest leading part of the run the name table knows."""
+    for k in range(min(len(toks), 6), 0, -1):
+        r = _resolve(" ".join(x.group() for x in toks[:k]))
+        if r:
+            return k, r
+    return None
+
+
+def _unknown_follower(w: str, toks: list[re.Match[str]], k: int) -> bool:
+    """Whether the word right after the known name makes it part of a longer name the table does not know."""
+    follower = None
+    if k < len(toks) and _SPACE_GAP.fullmatch(w, toks[k - 1].end(), toks[k].start()):
+        follower = toks[k].group()
+    return bool(follower and follower.isalpha() and follower.isascii() and follower not in _FOLLOWERS)
 
 
 # -- negation -----------------------------------------------------------------------------------------------------
@@ -422,35 +449,97 @@ def _parse(text: str) -> NotesResult:
         text = text[:MAX_INPUT]
     if not text.strip():
         return result
-    w = _working_copy(text)
-    line_starts = [0] + [m.end() for m in re.finditer("\n", w)]
+    st = _State.read(text, result)
+    # negative prompts first: their text must not be read as settings
+    _find_negative_prompts(st)
+    st.index_keys()
+    st.samplers, st.unknown = _scan_samplers(st.w, st.line_of)
+    for s in st.samplers:
+        s.key = st.owning_key(s.start)
+        s.negated = _negated(st.w, s.start, s.end)
+    _find_numbers(st)
+    _find_hires_text(st)
+    _find_samplers(st)
+    _drop_numbers_of_alternatives(st)
+    _find_unknown_samplers(st)
+    _find_unknown_sampler_values(st)
+    _find_schedules(st)
+    _find_list_item_schedule(st)
+    _find_resolution(st)
+    _find_vae(st)
+    _find_prediction(st)
+    _find_zero_terminal_snr(st)
+    _find_hires(st)
+    _settle(text, st.mentions, result)
+    _cap_messages(result)
+    return result
 
-    def line_of(pos: int) -> int:
-        return bisect_right(line_starts, pos) - 1
 
-    def line_end(pos: int, cap: int = 4096) -> int:
+@dataclass
+class _State:
+    """What the finders share: the text, its working copy, the keys and sampler names found in it, and the
+    mentions gathered so far. The finders run in a fixed order; later ones read what earlier ones left here."""
+
+    text: str
+    w: str  # the working copy; negative prompts are blanked out of it once read
+    line_starts: list[int]
+    keys: list[_Key]
+    result: NotesResult
+    hires_seen: bool  # any hires word anywhere: a bare "denoise" then belongs to hires fix
+    mentions: list[_Mention] = field(default_factory=list)
+    hires: dict[str, _Mention] = field(default_factory=dict)
+    key_starts: list[int] = field(default_factory=list)
+    first_hires: list[int] = field(default_factory=list)  # per line: where its first hires word starts
+    samplers: list[_Sampler] = field(default_factory=list)
+    unknown: list[tuple[int, int, str]] = field(default_factory=list)
+    primary: _Sampler | None = None
+    alt_lines: dict[int, int] = field(default_factory=dict)  # line -> position of its first alternative sampler
+    primary_lines: set[int] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, text: str, result: NotesResult) -> _State:
+        w = _working_copy(text)
+        st = cls(text, w, [0] + [m.end() for m in re.finditer("\n", w)], [], result, bool(_HIRES_WORD.search(w)))
+        st.keys = _find_keys(w, st.line_of)
+        return st
+
+    def index_keys(self) -> None:
+        """Number the keys left after blanking and note each line's first hires word (on the blanked copy)."""
+        for i, k in enumerate(self.keys):
+            k.index = i
+        self.key_starts = [k.start for k in self.keys]
+        self.first_hires = [len(self.w) + 1] * len(self.line_starts)
+        for hm in _HIRES_WORD.finditer(self.w):
+            ln = self.line_of(hm.start())
+            if self.first_hires[ln] > hm.start():
+                self.first_hires[ln] = hm.start()
+
+    def line_of(self, pos: int) -> int:
+        return bisect_right(self.line_starts, pos) - 1
+
+    def line_end(self, pos: int, cap: int = 4096) -> int:
         # bounded, so a 64 KB single line costs no more than a short one
-        e = w.find("\n", pos, pos + cap)
-        return min(len(w), pos + cap) if e < 0 else e
+        e = self.w.find("\n", pos, pos + cap)
+        return min(len(self.w), pos + cap) if e < 0 else e
 
-    keys = _find_keys(w, line_of)
-    mentions: list[_Mention] = []
-    hires: dict[str, _Mention] = {}
-    hires_seen = bool(_HIRES_WORD.search(w))
-
-    # a key alone on its line ("## Recommended VAE", "Recommended Negative Prompt:") takes the next line as value
-    def value_window(k: _Key, limit: int = 120) -> tuple[int, int]:
-        le = line_end(k.sep_end)
+    def value_window(self, k: _Key, limit: int = 120) -> tuple[int, int]:
+        # a key alone on its line ("## Recommended VAE", "Recommended Negative Prompt:") takes the next line as value
+        w = self.w
+        le = self.line_end(k.sep_end)
         rest = w[k.sep_end:le]
         if not rest.strip(" :-#") and le < len(w):
             nxt = le + 1
             while nxt < len(w) and w[nxt] == "\n":
                 nxt += 1
-            return nxt, min(line_end(nxt), nxt + limit)
+            return nxt, min(self.line_end(nxt), nxt + limit)
         return k.sep_end, min(le, k.sep_end + limit)
 
-    def next_key_start(k: _Key, stop: int) -> int:
-        for other in keys[k.index + 1:k.index + 64]:
+    def near_window(self, k: _Key, limit: int) -> tuple[int, int]:
+        """The rest of the key's line, at most limit characters: where a value without a colon is looked for."""
+        return k.end, min(self.line_end(k.end), k.end + limit)
+
+    def next_key_start(self, k: _Key, stop: int) -> int:
+        for other in self.keys[k.index + 1:k.index + 64]:
             if other.start >= stop:
                 break
             if other.start >= k.end and other.field != k.field:
@@ -459,254 +548,336 @@ def _parse(text: str) -> NotesResult:
                 return other.start
         return stop
 
-    # negative prompts first: their text must not be read as settings
-    blank: list[tuple[int, int]] = []
-    for k in keys:
-        if k.field != "negative_prompt" or not k.keyed:
-            continue
-        a, b = value_window(k, limit=4000)
-        raw = text[a:b].strip().strip("'\"").strip()
-        raw = raw.rstrip(" ,;").strip("'\"").strip().rstrip(" ,")
-        if raw:
-            mentions.append(_Mention("negative_prompt", raw, k.start, b, KEYED))
-            blank.append((a, b))
-    if blank:
-        chars = list(w)
-        for a, b in blank:
-            chars[a:b] = " " * (b - a)
-        w = "".join(chars)
-        keys = [k for k in keys if not _inside(k.start, blank)]
-    for i, k in enumerate(keys):
-        k.index = i
-    key_starts = [k.start for k in keys]
-    # where each line's first hires word is: values after it on that line belong to hires fix
-    first_hires = [len(w) + 1] * len(line_starts)
-    for hm in _HIRES_WORD.finditer(w):
-        ln = line_of(hm.start())
-        if first_hires[ln] > hm.start():
-            first_hires[ln] = hm.start()
+    def after_hires_word(self, pos: int) -> bool:
+        """Values after a hires word on their line belong to hires fix."""
+        return self.first_hires[self.line_of(pos)] < pos
 
-    def after_hires_word(pos: int) -> bool:
-        return first_hires[line_of(pos)] < pos
-
-    samplers, unknown = _scan_samplers(w, line_of)
-
-    # which key (if any) introduces each sampler name: the nearest key before it on its line
-    def owning_key(pos: int) -> _Key | None:
-        i = bisect_left(key_starts, pos) - 1
+    def owning_key(self, pos: int) -> _Key | None:
+        """The key that introduces a value at pos: the nearest key before it on its line, or a key alone on the
+        line before."""
+        i = bisect_left(self.key_starts, pos) - 1
         if i < 0:
             return None
-        k = keys[i]
-        ln = line_of(pos)
-        if k.line == ln or (k.line == ln - 1 and not w[k.sep_end:line_end(k.sep_end)].strip(" :-#")):
+        k = self.keys[i]
+        ln = self.line_of(pos)
+        if k.line == ln or (k.line == ln - 1 and not self.w[k.sep_end:self.line_end(k.sep_end)].strip(" :-#")):
             return k
         return None
 
-    for s in samplers:
-        s.key = owning_key(s.start)
-        s.negated = _negated(w, s.start, s.end)
+    def belongs_to_alternative(self, pos: int) -> bool:
+        """Whether a value at pos goes with an alternative sampler rather than the primary one."""
+        ln = self.line_of(pos)
+        if ln not in self.alt_lines:
+            return False
+        if ln not in self.primary_lines:
+            return True
+        ls = self.line_starts[ln]
+        w = self.w
+        seg_start = max(w.rfind(",", ls, pos), w.rfind(";", ls, pos), w.rfind("|", ls, pos))
+        return self.alt_lines[ln] < pos and seg_start < self.alt_lines[ln]
 
-    # -- numeric keyed / near fields ----------------------------------------------------------------------------
-    for k in keys:
-        f = k.field
-        if f in ("steps", "cfg", "clip_skip", "denoise", "eta", "hires_steps", "hires_scale"):
-            a, b = value_window(k) if k.keyed else (k.end, min(line_end(k.end), k.end + 45))
-            b = next_key_start(k, b)
-            if not k.keyed:
-                clause = _WINDOW_END.search(w, a, b) if b > a else None
-                if clause:
-                    b = clause.start()
-            num: _Num | None = None
-            start = k.start
-            if f in ("steps", "hires_steps", "denoise") and not k.keyed:
-                # "20~30 steps", "4-8 sampling steps", "0.2 up to 0.4 denoising": the number comes first
-                back = w[max(0, k.start - 30):k.start]
-                bm = None
-                for bm in _RANGE.finditer(back):
-                    pass
-                if bm and not back[bm.end():].strip() and not _FLOOR.search(back[:bm.start()].rstrip()[-20:]):
-                    num = _num_from_match(bm, back, max(0, k.start - 30), f not in ("steps", "hires_steps"))
-                    if num:
-                        start = num.start
-            if num is None:
-                if k.keyed and f == "hires_scale" and w[a:a + 1] == "x":
-                    a += 1  # "Upscale: x2"
-                num = _first_number(w, a, b, decimal_comma=f in ("cfg", "denoise", "eta", "hires_scale"))
-                if num is None:
-                    continue
-            conf = KEYED if k.keyed else NEAR
-            end = max(num.end, k.end)
-            on_hires_line = after_hires_word(k.start)
-            if f == "steps" and on_hires_line:
-                f = "hires_steps"
-            if f == "cfg" and on_hires_line:
-                continue
-            if f in ("steps", "hires_steps"):
-                if not (1 <= num.lo <= 1000) or (num.hi is not None and num.hi > 1000) or num.lo != int(num.lo):
-                    continue
-            stated = _stated_default(w, num) if f in ("steps", "cfg") else None
-            if stated is not None:
-                end = max(end, stated[1])
-            if f == "steps":
-                v = _range_value(num, integer=True)
-                if stated is not None:
-                    v["default"] = _half_up(stated[0])
-                mentions.append(_Mention("steps", v, start, end, conf))
-            elif f == "hires_steps":
-                _put(hires, "steps", _plain_or_range(num, integer=True), start, end, conf)
-            elif f == "cfg":
-                if 0 <= num.lo <= 100:
-                    v = _range_value(num, integer=False)
-                    if stated is not None:
-                        v["default"] = round(stated[0], 3)
-                    mentions.append(_Mention("cfg", v, start, end, conf))
-            elif f == "clip_skip":
-                if 1 <= abs(num.lo) <= 12 and num.lo == int(num.lo):
-                    mentions.append(_Mention("clip_skip", int(abs(num.lo)), start, end, conf))
-            elif f == "denoise":
-                if 0 <= num.lo <= 1 and (num.hi is None or num.hi <= 1):
-                    v = _plain_or_range(num, integer=False)
-                    if hires_seen:
-                        _put(hires, "denoise", v, start, end, conf)
-                    else:
-                        mentions.append(_Mention("denoise", v, start, end, conf))
-            elif f == "eta" and k.keyed:
-                mentions.append(_Mention("eta", round(num.lo, 3), start, end, conf))
-            elif f == "hires_scale":
-                if 1 <= num.lo <= 8 and (num.hi is None or num.hi <= 8):
-                    _put(hires, "scale", _plain_or_range(num, integer=False), start, end, conf)
 
-    # -- hires text values -----------------------------------------------------------------------------------------
-    for k in keys:
+def _cap_messages(result: NotesResult) -> None:
+    for name in ("conflicts", "warnings"):
+        items = getattr(result, name)
+        if len(items) > MAX_MESSAGES:
+            setattr(result, name, items[:MAX_MESSAGES] + [f"... and {len(items) - MAX_MESSAGES} more"])
+
+
+# -- negative prompts ---------------------------------------------------------------------------------------------
+
+def _find_negative_prompts(st: _State) -> None:
+    """Take each keyed negative prompt verbatim, then blank it out of the working copy and drop the keys inside
+    it, so words in the prompt ("bad hands, steps") are not read as settings."""
+    blank: list[tuple[int, int]] = []
+    for k in st.keys:
+        if k.field != "negative_prompt" or not k.keyed:
+            continue
+        a, b = st.value_window(k, limit=4000)
+        raw = st.text[a:b].strip().strip("'\"").strip()
+        raw = raw.rstrip(" ,;").strip("'\"").strip().rstrip(" ,")
+        if raw:
+            st.mentions.append(_Mention("negative_prompt", raw, k.start, b, KEYED))
+            blank.append((a, b))
+    if blank:
+        chars = list(st.w)
+        for a, b in blank:
+            chars[a:b] = " " * (b - a)  # same length, so positions still map to the text
+        st.w = "".join(chars)
+        st.keys = [k for k in st.keys if not _inside(k.start, blank)]
+
+
+# -- numbers after (or before) a key ------------------------------------------------------------------------------
+
+_NUMERIC_FIELDS = ("steps", "cfg", "clip_skip", "denoise", "eta", "hires_steps", "hires_scale")
+
+
+def _find_numbers(st: _State) -> None:
+    for k in st.keys:
+        if k.field in _NUMERIC_FIELDS:
+            found = _number_for_key(st, k)
+            if found is not None:
+                _record_number(st, k, found[0], found[1])
+
+
+def _number_for_key(st: _State, k: _Key) -> tuple[_Num, int] | None:
+    """The number a key gives and where its phrase starts, or None."""
+    f = k.field
+    a, b = st.value_window(k) if k.keyed else st.near_window(k, 45)
+    b = st.next_key_start(k, b)
+    if not k.keyed:  # a loose mention's value ends with its clause
+        clause = _WINDOW_END.search(st.w, a, b) if b > a else None
+        if clause:
+            b = clause.start()
+    if f in ("steps", "hires_steps", "denoise") and not k.keyed:
+        num = _number_before(st.w, k)
+        if num:
+            return num, num.start
+    if k.keyed and f == "hires_scale" and st.w[a:a + 1] == "x":
+        a += 1  # "Upscale: x2"
+    num = _first_number(st.w, a, b, decimal_comma=f in ("cfg", "denoise", "eta", "hires_scale"))
+    return (num, k.start) if num is not None else None
+
+
+def _number_before(w: str, k: _Key) -> _Num | None:
+    """"20~30 steps", "4-8 sampling steps", "0.2 up to 0.4 denoising": the number comes right before the key."""
+    lo = max(0, k.start - 30)
+    back = w[lo:k.start]
+    bm = None
+    for bm in _RANGE.finditer(back):
+        pass
+    if bm and not back[bm.end():].strip() and not _FLOOR.search(back[:bm.start()].rstrip()[-20:]):
+        return _num_from_match(bm, back, lo, k.field not in ("steps", "hires_steps"))
+    return None
+
+
+def _record_number(st: _State, k: _Key, num: _Num, start: int) -> None:
+    """Check a key's number against what the field allows and add it as a mention (or a hires value)."""
+    f = k.field
+    on_hires_line = st.after_hires_word(k.start)
+    if f == "steps" and on_hires_line:
+        f = "hires_steps"
+    if f == "cfg" and on_hires_line:
+        return  # a hires cfg is not the main cfg
+    if f in ("steps", "hires_steps"):
+        if not (1 <= num.lo <= 1000) or (num.hi is not None and num.hi > 1000) or num.lo != int(num.lo):
+            return
+    conf = KEYED if k.keyed else NEAR
+    end = max(num.end, k.end)
+    if f in ("steps", "cfg"):
+        stated = _stated_default(st.w, num)
+        if stated is not None:
+            end = max(end, stated[1])
+        _record_steps_or_cfg(st, f, num, stated, start, end, conf)
+    else:
+        _record_other_number(st, f, k, num, start, end, conf)
+
+
+def _record_steps_or_cfg(st: _State, f: str, num: _Num, stated: tuple[float, int] | None,
+                         start: int, end: int, conf: float) -> None:
+    if f == "steps":
+        v = _range_value(num, integer=True)
+        if stated is not None:
+            v["default"] = _half_up(stated[0])
+        st.mentions.append(_Mention("steps", v, start, end, conf))
+    elif 0 <= num.lo <= 100:
+        v = _range_value(num, integer=False)
+        if stated is not None:
+            v["default"] = round(stated[0], 3)
+        st.mentions.append(_Mention("cfg", v, start, end, conf))
+
+
+def _record_other_number(st: _State, f: str, k: _Key, num: _Num, start: int, end: int, conf: float) -> None:
+    if f == "hires_steps":
+        _put(st.hires, "steps", _plain_or_range(num, integer=True), start, end, conf)
+    elif f == "clip_skip":
+        if 1 <= abs(num.lo) <= 12 and num.lo == int(num.lo):
+            st.mentions.append(_Mention("clip_skip", int(abs(num.lo)), start, end, conf))
+    elif f == "denoise":
+        if 0 <= num.lo <= 1 and (num.hi is None or num.hi <= 1):
+            v = _plain_or_range(num, integer=False)
+            if st.hires_seen:
+                _put(st.hires, "denoise", v, start, end, conf)
+            else:
+                st.mentions.append(_Mention("denoise", v, start, end, conf))
+    elif f == "eta" and k.keyed:  # "eta" is a common word; only "eta: 0.5" counts
+        st.mentions.append(_Mention("eta", round(num.lo, 3), start, end, conf))
+    elif f == "hires_scale":
+        if 1 <= num.lo <= 8 and (num.hi is None or num.hi <= 8):
+            _put(st.hires, "scale", _plain_or_range(num, integer=False), start, end, conf)
+
+
+# -- hires text values --------------------------------------------------------------------------------------------
+
+def _find_hires_text(st: _State) -> None:
+    for k in st.keys:
         if k.field in ("hires_upscaler", "hires_fix") and k.keyed:
-            a, b = value_window(k)
-            val = _cut_value(text, w, a, b)
+            a, b = st.value_window(k)
+            val = _cut_value(st.text, st.w, a, b)
             factor = re.fullmatch(r"x?\s{0,2}(\d{1,2}(?:\.\d{1,3})?)\s{0,2}x?", val.lower()) if val else None
             if factor:  # "Hires fix: 1.5x" names the scale, not an upscaler
                 if 1 <= float(factor.group(1)) <= 8:
-                    _put(hires, "scale", float(factor.group(1)), k.start, a + len(val), NEAR)
+                    _put(st.hires, "scale", float(factor.group(1)), k.start, a + len(val), NEAR)
             elif val and not re.match(r"^[\d.\s]+$", val):
-                _put(hires, "upscaler", val, k.start, a + len(val), KEYED)
-    if "upscaler" not in hires:
-        for m in _UPSCALER_TOKEN.finditer(w):
-            if after_hires_word(m.start()):
-                val = text[m.start():m.end()].strip(" ,.")
-                _put(hires, "upscaler", val, m.start(), m.end(), LOOSE)
-                break
+                _put(st.hires, "upscaler", val, k.start, a + len(val), KEYED)
+    if "upscaler" not in st.hires:
+        _find_loose_upscaler(st)
 
-    # -- samplers: the primary, its alternatives, conflicts -------------------------------------------------------
-    live = [s for s in samplers if not s.negated]
+
+def _find_loose_upscaler(st: _State) -> None:
+    """An upscaler named without a key ("hires fix with 4x-UltraSharp"): the first one after a hires word."""
+    for m in _UPSCALER_TOKEN.finditer(st.w):
+        if st.after_hires_word(m.start()):
+            val = st.text[m.start():m.end()].strip(" ,.")
+            _put(st.hires, "upscaler", val, m.start(), m.end(), LOOSE)
+            break
+
+
+# -- samplers: the primary, its alternatives, conflicts -----------------------------------------------------------
+
+def _find_samplers(st: _State) -> None:
+    live = [s for s in st.samplers if not s.negated]
     hires_samplers = [s for s in live if s.key is not None and s.key.field == "hires_sampler"]
     if hires_samplers:
         s = hires_samplers[0]
-        _put(hires, "sampler", s.sampler, s.start, s.end, KEYED)
+        _put(st.hires, "sampler", s.sampler, s.start, s.end, KEYED)
     main = [s for s in live if not (s.key is not None and s.key.field.startswith("hires"))]
-    alt_lines: dict[int, int] = {}  # line -> position of its first alternative sampler
+    if main:
+        primary = _primary_sampler(main)
+        st.primary = primary
+        alternatives, first_alt = _sort_alternatives(st, main, primary)
+        _record_samplers(st, primary, alternatives, first_alt)
+    st.primary_lines = {s.line for s in main if st.primary is not None and s.sampler == st.primary.sampler}
+
+
+def _primary_sampler(main: list[_Sampler]) -> _Sampler:
+    """The first sampler named, keyed or not."""
+    keyed_main = [s for s in main if s.key is not None and s.key.field == "sampler"]
+    return keyed_main[0] if keyed_main and keyed_main[0].start == main[0].start else main[0]
+
+
+def _sort_alternatives(st: _State, main: list[_Sampler], primary: _Sampler) -> tuple[list[str], _Sampler | None]:
+    """The other samplers: alternatives (noting their lines in st.alt_lines), or conflicts when a second "Sampler:"
+    key outside the primary's list names a different one. Returns the alternatives and the first of them."""
+    run = _sampler_run(main, st.w, st.line_starts, st.line_of, primary)
     alternatives: list[str] = []
     first_alt: _Sampler | None = None
-    primary: _Sampler | None = None
-    if main:
-        keyed_main = [s for s in main if s.key is not None and s.key.field == "sampler"]
-        primary = keyed_main[0] if keyed_main and keyed_main[0].start == main[0].start else main[0]
-        run = _sampler_run(main, w, line_starts, line_of, primary)
-        for s in main:
-            if s is primary or s.sampler == primary.sampler:
-                continue
-            distinct_keys = (s.key is not None and primary.key is not None and s.key.field == "sampler"
-                             and primary.key.field == "sampler" and s.key.start != primary.key.start)
-            if distinct_keys and s.line not in run:
-                result.conflicts.append(
-                    f"sampler: {text[primary.start:primary.end]!r} and {text[s.start:s.end]!r} are both given "
-                    f"as the sampler; using {primary.sampler!r}")
-                continue
-            if s.sampler not in alternatives:
-                alternatives.append(s.sampler)
-                first_alt = first_alt or s
-            if s.line not in alt_lines:
-                alt_lines[s.line] = s.start
-        conf = KEYED if primary.key is not None and primary.key.field == "sampler" else LOOSE
-        p_phrase = (primary.key.start if conf == KEYED and primary.key is not None else primary.start)
-        mentions.append(_Mention("sampler", primary.sampler, p_phrase, primary.end, conf))
-        if primary.schedule:
-            mentions.append(_Mention("schedule", primary.schedule, primary.start, primary.end, conf))
-        if alternatives and first_alt is not None:
-            mentions.append(_Mention("samplers_also", alternatives, first_alt.start, first_alt.end, conf))
-    primary_lines = {s.line for s in main if primary is not None and s.sampler == primary.sampler}
+    for s in main:
+        if s is primary or s.sampler == primary.sampler:
+            continue
+        distinct_keys = (s.key is not None and primary.key is not None and s.key.field == "sampler"
+                         and primary.key.field == "sampler" and s.key.start != primary.key.start)
+        if distinct_keys and s.line not in run:
+            st.result.conflicts.append(
+                f"sampler: {st.text[primary.start:primary.end]!r} and {st.text[s.start:s.end]!r} are both given "
+                f"as the sampler; using {primary.sampler!r}")
+            continue
+        if s.sampler not in alternatives:
+            alternatives.append(s.sampler)
+            first_alt = first_alt or s
+        if s.line not in st.alt_lines:
+            st.alt_lines[s.line] = s.start
+    return alternatives, first_alt
 
-    def belongs_to_alternative(pos: int) -> bool:
-        ln = line_of(pos)
-        if ln not in alt_lines:
-            return False
-        if ln not in primary_lines:
-            return True
-        ls = line_starts[ln]
-        seg_start = max(w.rfind(",", ls, pos), w.rfind(";", ls, pos), w.rfind("|", ls, pos))
-        return alt_lines[ln] < pos and seg_start < alt_lines[ln]
 
-    mentions = [m for m in mentions if m.field not in ("steps", "cfg") or not belongs_to_alternative(m.start)]
+def _record_samplers(st: _State, primary: _Sampler, alternatives: list[str], first_alt: _Sampler | None) -> None:
+    conf = KEYED if primary.key is not None and primary.key.field == "sampler" else LOOSE
+    p_phrase = (primary.key.start if conf == KEYED and primary.key is not None else primary.start)
+    st.mentions.append(_Mention("sampler", primary.sampler, p_phrase, primary.end, conf))
+    if primary.schedule:
+        st.mentions.append(_Mention("schedule", primary.schedule, primary.start, primary.end, conf))
+    if alternatives and first_alt is not None:
+        st.mentions.append(_Mention("samplers_also", alternatives, first_alt.start, first_alt.end, conf))
 
-    # unknown names offered as the sampler are kept as text, with a warning
-    owners_of_unknown = {id(owning_key(a)) for a, _, _ in unknown}
-    owners_of_known = {id(s.key) for s in samplers}
-    for a, b, _label in unknown:
-        k = owning_key(a)
-        if k is not None and k.field == "sampler" and not _negated(w, a, b):
-            raw = text[a:b].strip()
-            hint = ""
-            try:
-                names.split_combined(raw)
-            except names.UnknownNameError as exc:
-                hint = f" (close: {', '.join(exc.suggestions)})" if exc.suggestions else ""
-            except ValueError:
-                pass
-            result.warnings.append(f"unknown sampler {raw!r} kept as text{hint}")
-            if primary is None:
-                mentions.append(_Mention("sampler", raw, k.start, b, 0.5))
-                primary = _Sampler(raw, None, a, b, line_of(a), k)
+
+def _drop_numbers_of_alternatives(st: _State) -> None:
+    """"Euler a: 30 steps / DPM++ 2M: 20 steps": the steps and cfg given with an alternative are not the primary's."""
+    st.mentions = [m for m in st.mentions
+                   if m.field not in ("steps", "cfg") or not st.belongs_to_alternative(m.start)]
+
+
+def _find_unknown_samplers(st: _State) -> None:
+    """An unknown name offered as the sampler is kept as text, with a warning (and suggestions when there are)."""
+    for a, b, _label in st.unknown:
+        k = st.owning_key(a)
+        if k is not None and k.field == "sampler" and not _negated(st.w, a, b):
+            raw = st.text[a:b].strip()
+            st.result.warnings.append(f"unknown sampler {raw!r} kept as text{_suggestions(raw)}")
+            if st.primary is None:
+                st.mentions.append(_Mention("sampler", raw, k.start, b, 0.5))
+                st.primary = _Sampler(raw, None, a, b, st.line_of(a), k)
             break
-    for k in keys:
+
+
+def _suggestions(raw: str) -> str:
+    try:
+        names.split_combined(raw)
+    except names.UnknownNameError as exc:
+        return f" (close: {', '.join(exc.suggestions)})" if exc.suggestions else ""
+    except ValueError:
+        pass
+    return ""
+
+
+def _find_unknown_sampler_values(st: _State) -> None:
+    """A "Sampler:" key whose value holds no name the scan saw: its first word-like item is kept as text."""
+    owners_of_unknown = {id(st.owning_key(a)) for a, _, _ in st.unknown}
+    owners_of_known = {id(s.key) for s in st.samplers}
+    for k in st.keys:
         if k.field == "sampler" and k.keyed and id(k) not in owners_of_known and id(k) not in owners_of_unknown:
-            a, b = value_window(k, 60)
-            raw = _cut_value(text, w, a, next_key_start(k, b))
+            a, b = st.value_window(k, 60)
+            raw = _cut_value(st.text, st.w, a, st.next_key_start(k, b))
             first = re.split(r"\s(?:or|and)\s|/", raw)[0].strip(" .:") if raw else ""
             if first and first[0].isalpha() and first.lower() not in _STOP_LABELS and len(first.split()) <= 5:
-                result.warnings.append(f"unknown sampler {first!r} kept as text")
-                if primary is None:
-                    mentions.append(_Mention("sampler", first, k.start, a + len(raw), 0.5))
-                    primary = _Sampler(first, None, a, b, k.line, k)
+                st.result.warnings.append(f"unknown sampler {first!r} kept as text")
+                if st.primary is None:
+                    st.mentions.append(_Mention("sampler", first, k.start, a + len(raw), 0.5))
+                    st.primary = _Sampler(first, None, a, b, k.line, k)
 
-    # -- schedules given on their own ----------------------------------------------------------------------------
-    for k in keys:
+
+# -- schedules given on their own ---------------------------------------------------------------------------------
+
+def _find_schedules(st: _State) -> None:
+    for k in st.keys:
         if k.field == "schedule":
-            a, b = value_window(k, 40) if k.keyed else (k.end, min(line_end(k.end), k.end + 40))
-            raw = _cut_value(text, w, a, b)
+            a, b = st.value_window(k, 40) if k.keyed else st.near_window(k, 40)
+            raw = _cut_value(st.text, st.w, a, b)
             sch = _schedule(raw) if raw else None
-            if sch is None and raw:
+            if sch is None and raw:  # "Karras (recommended)": the first few words
                 sch = next((_schedule(" ".join(raw.split()[:n])) for n in (3, 2, 1)
                             if _schedule(" ".join(raw.split()[:n]))), None)
             if sch:
-                mentions.append(_Mention("schedule", sch, k.start, a + len(raw), KEYED if k.keyed else NEAR))
-    if primary is not None and not any(m.field == "schedule" for m in mentions):
-        # "DPM++ 2M, SGM Uniform" / "Euler, Simple": a schedule as its own list item next to the sampler
-        last = min(primary.line + 3, len(line_starts) - 1)
-        stop = line_starts[last] if last > primary.line else len(w)
-        for seg in _LIST_ITEM.finditer(w, line_starts[primary.line], max(stop, line_starts[primary.line])):
-            if belongs_to_alternative(seg.start()):
-                continue
-            label = seg.group().strip(" -#>.:")
-            if not label or _resolve(label):
-                continue
-            sch = _schedule(label)
-            if sch and seg.start() > primary.start:
-                mentions.append(_Mention("schedule", sch, seg.start(), seg.end(), LOOSE))
-                break
+                st.mentions.append(_Mention("schedule", sch, k.start, a + len(raw), KEYED if k.keyed else NEAR))
 
-    # -- resolution ---------------------------------------------------------------------------------------------
+
+def _find_list_item_schedule(st: _State) -> None:
+    """"DPM++ 2M, SGM Uniform" / "Euler, Simple": a schedule as its own list item next to the sampler."""
+    primary = st.primary
+    if primary is None or any(m.field == "schedule" for m in st.mentions):
+        return
+    last = min(primary.line + 3, len(st.line_starts) - 1)
+    stop = st.line_starts[last] if last > primary.line else len(st.w)
+    for seg in _LIST_ITEM.finditer(st.w, st.line_starts[primary.line], max(stop, st.line_starts[primary.line])):
+        if st.belongs_to_alternative(seg.start()):
+            continue
+        label = seg.group().strip(" -#>.:")
+        if not label or _resolve(label):
+            continue
+        sch = _schedule(label)
+        if sch and seg.start() > primary.start:
+            st.mentions.append(_Mention("schedule", sch, seg.start(), seg.end(), LOOSE))
+            break
+
+
+# -- resolution, VAE, prediction type -----------------------------------------------------------------------------
+
+def _find_resolution(st: _State) -> None:
+    """Every plausible WxH in the text, in order; keyed when one sits on (or under) a resolution key's line."""
     res: list[str] = []
-    res_key_lines = {k.line for k in keys if k.field == "resolution"}
+    res_key_lines = {k.line for k in st.keys if k.field == "resolution"}
     res_first: tuple[int, int] | None = None
     res_keyed = False
-    for m in _RES.finditer(w):
+    for m in _RES.finditer(st.w):
         wd, ht = int(m.group(1)), int(m.group(2))
         if not (256 <= wd <= 8192 and 256 <= ht <= 8192 and wd % 8 == 0 and ht % 8 == 0):
             continue
@@ -715,55 +886,65 @@ def _parse(text: str) -> NotesResult:
             res.append(val)
         if res_first is None:
             res_first = (m.start(), m.end())
-        ln = line_of(m.start())
+        ln = st.line_of(m.start())
         res_keyed = res_keyed or ln in res_key_lines or ln - 1 in res_key_lines
     if res and res_first:
-        mentions.append(_Mention("resolution", res, res_first[0], res_first[1], KEYED if res_keyed else LOOSE))
+        st.mentions.append(_Mention("resolution", res, res_first[0], res_first[1], KEYED if res_keyed else LOOSE))
 
-    # -- VAE ----------------------------------------------------------------------------------------------------
+
+def _find_vae(st: _State) -> None:
+    """"VAE baked in" anywhere wins; otherwise the first file, repo or URL a (non-negated) VAE key names."""
+    w = st.w
     bm = _BAKED.search(w)
     if bm:
-        mentions.append(_Mention("vae", "baked", bm.start(), bm.end(), NEAR))
-    else:
-        for k in keys:
-            if k.field != "vae" or _negated(w, k.start, k.end):
-                continue
-            a, b = value_window(k, 220) if k.keyed or not w[k.end:line_end(k.end)].strip() else \
-                (k.end, min(line_end(k.end), k.end + 220))
-            val = _vae_value(text, w, a, b)
-            if val:
-                mentions.append(_Mention("vae", val[0], k.start, val[1], KEYED if k.keyed else NEAR))
-                break
-
-    # -- prediction type, zero terminal SNR ---------------------------------------------------------------------
-    for pattern, value in ((_PRED_V, "v"), (_PRED_EPS, "eps")):
-        for m in pattern.finditer(w):
-            if not _negated(w, m.start(), m.end()):
-                mentions.append(_Mention("prediction_type", value, m.start(), m.end(), NEAR))
-                break
-    for m in _ZTSNR.finditer(w):
-        if not _negated(w, m.start(), m.end()) and not re.match(r"\W{0,4}(?:false|off|no)\b", w[m.end():m.end() + 10]):
-            mentions.append(_Mention("zero_terminal_snr", True, m.start(), m.end(), NEAR))
+        st.mentions.append(_Mention("vae", "baked", bm.start(), bm.end(), NEAR))
+        return
+    for k in st.keys:
+        if k.field != "vae" or _negated(w, k.start, k.end):
+            continue
+        a, b = st.value_window(k, 220) if k.keyed or not w[k.end:st.line_end(k.end)].strip() else \
+            st.near_window(k, 220)
+        val = _vae_value(st.text, w, a, b)
+        if val:
+            st.mentions.append(_Mention("vae", val[0], k.start, val[1], KEYED if k.keyed else NEAR))
             break
 
-    # -- hires ---------------------------------------------------------------------------------------------------
-    if hires or re.search(r"(?:hires|highres|hi-res|high-res)[\s.]{0,2}fix|hiresfix|高分辨率修复", w):
+
+def _find_prediction(st: _State) -> None:
+    for pattern, value in ((_PRED_V, "v"), (_PRED_EPS, "eps")):
+        for m in pattern.finditer(st.w):
+            if not _negated(st.w, m.start(), m.end()):
+                st.mentions.append(_Mention("prediction_type", value, m.start(), m.end(), NEAR))
+                break
+
+
+def _find_zero_terminal_snr(st: _State) -> None:
+    w = st.w
+    for m in _ZTSNR.finditer(w):
+        if not _negated(w, m.start(), m.end()) and not re.match(r"\W{0,4}(?:false|off|no)\b", w[m.end():m.end() + 10]):
+            st.mentions.append(_Mention("zero_terminal_snr", True, m.start(), m.end(), NEAR))
+            break
+
+
+# -- hires --------------------------------------------------------------------------------------------------------
+
+_HIRES_FIX = re.compile(r"(?:hires|highres|hi-res|high-res)[\s.]{0,2}fix|hiresfix|高分辨率修复")
+
+
+def _find_hires(st: _State) -> None:
+    """One "hires" mention holding every hires value found; a bare "hires fix" gives an empty one."""
+    hires = st.hires
+    if hires:
         value = {k: m.value for k, m in hires.items()}
-        first = min(hires.values(), key=lambda m: m.start) if hires else None
-        if first is None:
-            hm = re.search(r"(?:hires|highres|hi-res|high-res)[\s.]{0,2}fix|hiresfix|高分辨率修复", w)
-            assert hm is not None
-            mentions.append(_Mention("hires", value, hm.start(), hm.end(), LOOSE))
-        else:
-            mentions.append(_Mention("hires", value, first.start, first.end, max(m.confidence for m in hires.values())))
+        first = min(hires.values(), key=lambda m: m.start)
+        st.mentions.append(_Mention("hires", value, first.start, first.end, max(m.confidence for m in hires.values())))
+        return
+    hm = _HIRES_FIX.search(st.w)
+    if hm is not None:
+        st.mentions.append(_Mention("hires", {}, hm.start(), hm.end(), LOOSE))
 
-    _settle(text, mentions, result)
-    for name in ("conflicts", "warnings"):
-        items = getattr(result, name)
-        if len(items) > MAX_MESSAGES:
-            setattr(result, name, items[:MAX_MESSAGES] + [f"... and {len(items) - MAX_MESSAGES} more"])
-    return result
 
+# -- small helpers the finders share ------------------------------------------------------------------------------
 
 def _inside(pos: int, spans: list[tuple[int, int]]) -> bool:
     i = bisect_right(spans, (pos, len(spans) + 1 << 40)) - 1
