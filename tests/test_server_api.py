@@ -206,3 +206,20 @@ def test_a_restarted_server_shows_and_replays_what_it_made(tmp_path):
         names = [i["name"] for i in c.get("/iga/v1/gallery").json()["images"]]
         assert names == [name]
         assert wait(c, c.post("/iga/v1/replay", json={"image": name}).json()["job"])["identical"] is True
+
+
+def test_a_finished_job_frees_its_queue_slot_before_its_client_hears_of_it(tmp_path):
+    config = ServerConfig(out_dir=None, queue_size=1, audit_log=tmp_path / "audit.jsonl")
+    with TestClient(create_app(config)) as c:  # one client, one request after another: never "queue full"
+        codes = [c.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "seed": k}).status_code for k in range(20)]
+    assert codes == [200] * 20
+
+
+def test_previews_are_rendered_only_for_watched_jobs(client):
+    job = client.post("/iga/v1/generate", json={"prompt": PROMPT, "preset": "Fast", "seed": 1}).json()["job"]
+    quiet = client.app.state.service.queue.jobs[job]
+    quiet.finished.wait(60)
+    assert not any(e.type == "preview" for e in quiet.events) and quiet.preview_png is None
+    long_job = {"prompt": PROMPT, "seed": 2, "steps": 40, "batch": 4}  # seconds: time enough to subscribe
+    watched = events_of(client, client.post("/iga/v1/generate", json=long_job).json()["job"])
+    assert any(kind == "preview" for kind, _ in watched)

@@ -74,11 +74,11 @@ def _override_list(value: Any) -> list[str]:
 
 def _number(payload: dict[str, Any], key: str, kind: type) -> Any:
     value = payload.get(key)
-    if value is None or isinstance(value, bool):
-        return None if value is None else value
+    if value is None:
+        return None
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
-    if not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
         raise ApiError(422, f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     return value
 
@@ -100,8 +100,11 @@ def translate(payload: dict[str, Any], headers: Any) -> Translation:
     _knobs(payload, settings, literal, t)
     seed = _number(payload, "seed", int)
     t.fields["seed"] = None if seed is None or seed < 0 else seed
-    batch = (_number(payload, "batch_size", int) or 1) * (_number(payload, "n_iter", int) or 1)
-    t.fields["batch"] = batch
+    counts = [_number(payload, key, int) for key in ("batch_size", "n_iter")]
+    for key, n in zip(("batch_size", "n_iter"), counts):
+        if n is not None and n < 1:
+            raise ApiError(422, f"{key} {n}: must be 1 or more")
+    t.fields["batch"] = (counts[0] or 1) * (counts[1] or 1)
     return t
 
 
@@ -144,7 +147,7 @@ def _knobs(payload: dict[str, Any], settings: dict[str, Any], literal: set[str],
         t.fields["schedule"] = _automatic_schedule(t.fields.get("sampler"))
     w, h = values["width"], values["height"]
     if not (_is_default("width", w, literal) and _is_default("height", h, literal)):
-        t.fields["size"] = f"{w or 512}x{h or 512}"
+        t.fields["size"] = f"{512 if w is None else w}x{512 if h is None else h}"
     else:
         t.replaced.update({k: v for k, v in (("width", w), ("height", h)) if v is not None})
 

@@ -156,6 +156,7 @@ class Job:
     finished: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.time)
     started: float | None = None
+    watched: bool = False  # someone follows the job's progress: render preview frames for them
     _waiters: list = field(default_factory=list)  # (event loop, asyncio.Event) of requests awaiting the end
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -198,15 +199,14 @@ class Job:
 
 
 class _Reporter:
-    """The sampling callback of a job: progress every step, a preview frame at most every ``interval`` seconds
-    (and at the first and last step of each image), a cancellation check after each step (done by the engine)."""
+    """The sampling callback of a job: progress every step; while someone watches the job (an event stream, a
+    progress poll), a preview frame at most every ``interval`` seconds and at each image's first and last step.
+    Nobody watching, nothing is decoded: a script that only waits for its images pays nothing for previews."""
 
     def __init__(self, queue: "JobQueue", job: Job, backend: Any, interval: float):
-        from iga.diagnostics.preview import PreviewStream
-
-        self.queue, self.job, self.interval = queue, job, interval
+        self.queue, self.job, self.backend, self.interval = queue, job, backend, interval
         self.steps = len(job.plan.sigmas) - 1
-        self.stream = PreviewStream(backend, every=1, decoder="auto", total=self.steps, on_frame=self._frame)
+        self.stream = None
         self.last_preview = 0.0
 
     def __call__(self, info: Any) -> None:
@@ -216,15 +216,22 @@ class _Reporter:
         job.step = job.image * self.steps + info.i + 1
         job.sigma = float(info.sigma_next)
         self.queue.emit(job, "step", {"step": job.step, "total": job.total, "sigma": job.sigma, "image": job.image})
+        if not job.watched:
+            return
         now = time.monotonic()
         if info.i == 0 or info.i + 1 == self.steps or now - self.last_preview >= self.interval:
             self.last_preview = now
-            self.stream(info)  # always at step 0: the stream counts the batch's images there
+            if self.stream is None:
+                from iga.diagnostics.preview import PreviewStream
+
+                self.stream = PreviewStream(self.backend, every=1, decoder="auto", total=self.steps,
+                                            on_frame=self._frame)
+            self.stream(info)
 
     def _frame(self, frame: Any) -> None:
         png = png_bytes(frame.rgb)
         self.job.preview_png = png
-        self.queue.emit(self.job, "preview", {"step": self.job.step, "total": self.job.total, "image": frame.image,
+        self.queue.emit(self.job, "preview", {"step": self.job.step, "total": self.job.total, "image": self.job.image,
                                               "src": f"data:image/png;base64,{base64.b64encode(png).decode()}"})
 
 
@@ -341,18 +348,20 @@ class JobQueue:
                     return
                 job = self._pending.popleft()
                 self._running.add(job.id)
+            status, data = "failed", {"error": "the worker stopped unexpectedly"}
             try:
-                self._run(job)
+                status, data = self._run(job)
             finally:
-                with self._cond:
+                with self._cond:  # free the slot before anyone learns the job ended: its client may send the next
                     self._running.discard(job.id)
+                self._finish(job, status, data)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> tuple[str, dict[str, Any]]:
+        """Run a job; return its final status and the data of its last event."""
         from iga.sampling.base import Cancelled
 
         if job.cancel.is_set():
-            self._finish(job, "cancelled")
-            return
+            return "cancelled", {}
         try:
             with job.entry.lock:
                 job.status, job.started = "running", time.time()
@@ -360,12 +369,11 @@ class JobQueue:
                 results = self._generate(job)
             self._publish(job, results)
         except Cancelled:
-            self._finish(job, "cancelled")
+            return "cancelled", {}
         except Exception as e:  # a model that cannot load or sample: the job fails, the server keeps serving
             job.error = f"{type(e).__name__}: {e}" if not isinstance(e, (ValueError, RuntimeError)) else str(e)
-            self._finish(job, "failed", {"error": job.error})
-        else:
-            self._finish(job, "done", {"images": [r.summary() for r in job.results], "identical": job.identical})
+            return "failed", {"error": job.error}
+        return "done", {"images": [r.summary() for r in job.results], "identical": job.identical}
 
     def _generate(self, job: Job) -> list[Any]:
         from iga.replay import recorded_threads

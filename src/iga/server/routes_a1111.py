@@ -101,6 +101,8 @@ async def set_options(service: Svc, http: HttpRequest):
 def progress(service: Svc):
     running = service.queue.running()
     job = running[0] if running else None
+    if job is not None:
+        job.watched = True  # a client polls progress: from now on the job renders the live preview
     current = base64.b64encode(job.preview_png).decode() if job and job.preview_png else None
     eta = None
     if job and job.started and job.step:

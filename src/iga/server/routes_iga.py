@@ -80,6 +80,7 @@ async def generate(service: Svc, http: HttpRequest):
 @router.get("/jobs/{job_id}")
 def job(service: Svc, job_id: str):
     j = _job(service, job_id)
+    j.watched = True
     return j.state(service.queue.position(j))
 
 
@@ -92,6 +93,7 @@ def cancel(service: Svc, job_id: str):
                                         "done, failed, cancelled")
 async def job_events(service: Svc, job_id: str, http: HttpRequest):
     j = _job(service, job_id)
+    j.watched = True
 
     async def stream():
         sent = 0

@@ -1,0 +1,278 @@
+"""`iga serve` against hostile and broken requests: every one is a 4xx with a sentence that names the problem,
+never a 500, and the server goes on serving.
+
+One server (a subprocess on a free port, memory-only images, its own audit log and model index) serves the
+module; a second, with --token, serves the authentication tests. Bad requests are refused before any model
+work, so only the final "still serving" checks generate (the demo model: 32x32, well under a second once loaded).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+requests = pytest.importorskip("requests")
+
+START_TIMEOUT = 90  # imports and the app on a busy 2-core machine
+GENERATE_TIMEOUT = 180  # the first generation loads the model
+TOKEN = "s3cret"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+WEBUIAPI_DEFAULTS = {"prompt": "a red circle on a blue background", "steps": 20, "cfg_scale": 7,
+                     "sampler_name": "Euler a", "scheduler": "automatic", "width": 512, "height": 512, "seed": 3}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "IGA_AUDIT_LOG": str(tmp / "audit.jsonl"),
+           "IGA_MODEL_INDEX": str(tmp / "models.json")}
+    env.pop("IGA_SERVE_TOKEN", None)  # the token must come from the command line of each test's server only
+    return env
+
+
+class Served:
+    """A running `iga serve`, with every status it answered (to assert it never said 500)."""
+
+    def __init__(self, tmp: Path, *extra: str):
+        self.tmp = tmp
+        self.log_path = tmp / "server.log"
+        self._log = self.log_path.open("wb")
+        port = _free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "iga.cli", "serve", "--port", str(port), "--no-save",
+                                      *extra], env=_env(tmp), stdout=self._log, stderr=subprocess.STDOUT)
+        self.session = requests.Session()
+        self.statuses: list[tuple[str, int]] = []
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"iga serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.session.get(self.base + "/openapi.json", timeout=2)  # open even with a token
+                return
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"iga serve did not answer in {START_TIMEOUT} s:\n{self.log()}")
+                time.sleep(0.25)  # the socket opens when the app is built: nothing else to wait on
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def post(self, path: str, *, timeout: float = 30, **kw) -> requests.Response:
+        r = self.session.post(self.base + path, timeout=timeout, **kw)
+        self.statuses.append((path, r.status_code))
+        return r
+
+    def stop(self) -> None:
+        self.session.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Served(tmp_path_factory.mktemp("abuse"))
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    s = Served(tmp_path_factory.mktemp("token"), "--token", TOKEN)
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def detail(r: requests.Response) -> str:
+    """The error sentence of an answer (it must be JSON with a detail)."""
+    body = r.json()
+    assert isinstance(body, dict) and body.get("detail"), f"no error sentence in {r.status_code} {r.text[:300]}"
+    return body["detail"]
+
+
+def txt2img(server: Served, *, timeout: float = 30, **fields) -> requests.Response:
+    return server.post("/sdapi/v1/txt2img", timeout=timeout,
+                       json={"prompt": "a red circle on a blue background", **fields})
+
+
+def assert_image(r: requests.Response) -> None:
+    assert r.status_code == 200, r.text[:500]
+    images = r.json()["images"]
+    assert images and base64.b64decode(images[0])[:8] == PNG_MAGIC
+
+
+# --- broken bodies ----------------------------------------------------------------------------------------------
+
+
+def test_malformed_json_is_400_saying_where_it_breaks(server):
+    r = server.post("/sdapi/v1/txt2img", data=b'{"prompt": "x",', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "not valid JSON" in detail(r) and "line 1 column" in detail(r)
+
+
+def test_a_json_array_body_is_422_asking_for_an_object(server):
+    r = server.post("/sdapi/v1/txt2img", json=["a red circle", 20])
+    assert r.status_code == 422
+    assert "JSON object" in detail(r)
+
+
+def test_a_ten_megabyte_prompt_is_413_at_the_body_limit(server):
+    r = txt2img(server, prompt="a" * (10 << 20))
+    assert r.status_code == 413
+    assert "8,388,608" in detail(r)  # the limit, as the client should read it
+
+
+def test_a_ten_megabyte_body_without_a_length_is_413_too(server):
+    def chunks():  # a generator body goes out chunked: no Content-Length for the server to check up front
+        yield b'{"prompt": "'
+        for _ in range(10):
+            yield b"a" * (1 << 20)
+        yield b'"}'
+
+    try:
+        r = server.post("/sdapi/v1/txt2img", data=chunks(), headers={"Content-Type": "application/json"})
+    except requests.ConnectionError:
+        pytest.skip("the server closed the connection before the client could read its answer")
+    assert r.status_code == 413
+    assert "8,388,608" in detail(r)
+
+
+def test_a_twenty_thousand_character_prompt_is_refused_naming_the_limit(server):
+    r = txt2img(server, prompt="red circle " * 1819 + "r")  # 20,000 characters, far below the body limit
+    assert r.status_code in (413, 422)
+    assert "prompt" in detail(r) and "10,000" in detail(r)
+
+
+def test_a_wrong_type_is_422_naming_the_field(server):
+    r = txt2img(server, steps="abc")
+    assert r.status_code == 422
+    assert "steps" in detail(r) and "integer" in detail(r)
+
+
+# --- values out of range ----------------------------------------------------------------------------------------
+
+
+def test_width_100000_is_refused_naming_the_size(server):
+    r = txt2img(server, width=100000)
+    assert 400 <= r.status_code < 500
+    assert "size" in detail(r) and "100000" in detail(r)
+
+
+def test_negative_steps_are_422_naming_steps(server):
+    r = txt2img(server, steps=-1)
+    assert r.status_code == 422
+    assert "steps" in detail(r) and "-1" in detail(r)
+
+
+def test_negative_batch_size_and_n_iter_are_422_not_multiplied_into_a_batch(server):
+    r = txt2img(server, batch_size=-4, n_iter=-4, seed=1, timeout=GENERATE_TIMEOUT)
+    assert r.status_code == 422 and "batch_size" in detail(r)
+
+
+def test_a_boolean_for_steps_and_a_zero_height_are_named(server):
+    r = txt2img(server, steps=True)
+    assert r.status_code == 422 and "steps must be an integer" in detail(r)
+    r = txt2img(server, height=0, width=64)
+    assert r.status_code == 422 and "64x0" in detail(r)
+
+
+def test_an_unknown_sampler_is_404_naming_it(server):
+    r = txt2img(server, sampler_name="Nonesuch 9000")
+    assert r.status_code == 404
+    assert "Nonesuch 9000" in detail(r)
+
+
+# --- model names are names, never paths ------------------------------------------------------------------------
+
+
+def test_a_path_as_the_request_model_is_404_saying_models_are_named(server):
+    r = txt2img(server, override_settings={"sd_model_checkpoint": "../../etc/passwd"})
+    assert r.status_code == 404
+    assert "never opened by path" in detail(r) and "../../etc/passwd" in detail(r)
+
+
+def test_a_path_as_the_selected_model_is_404_saying_models_are_named(server):
+    r = server.post("/sdapi/v1/options", json={"sd_model_checkpoint": "../../etc/passwd"})
+    assert r.status_code == 404
+    assert "never opened by path" in detail(r)
+    current = server.session.get(server.base + "/sdapi/v1/options", timeout=10).json()["sd_model_checkpoint"]
+    assert "passwd" not in current
+
+
+# --- endpoints iga does not have ---------------------------------------------------------------------------------
+
+
+def test_img2img_is_501_pointing_to_txt2img(server):
+    r = server.post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": []})
+    assert r.status_code == 501
+    assert "txt2img" in detail(r)
+
+
+# --- and afterwards ----------------------------------------------------------------------------------------------
+
+
+def test_after_every_abuse_the_server_still_generates_and_never_answered_500(server):
+    r = server.post("/sdapi/v1/txt2img", json=WEBUIAPI_DEFAULTS, timeout=GENERATE_TIMEOUT)
+    assert_image(r)
+    assert server.proc.poll() is None
+    broken = [s for s in server.statuses if s[1] >= 500 and s != ("/sdapi/v1/img2img", 501)]
+    assert not broken, server.statuses
+    assert "Traceback" not in server.log()
+
+
+# --- authentication ----------------------------------------------------------------------------------------------
+
+
+def test_with_a_token_a_request_without_it_is_401(token_server):
+    r = token_server.post("/sdapi/v1/txt2img", json=WEBUIAPI_DEFAULTS)
+    assert r.status_code == 401
+    assert "Bearer" in r.headers.get("WWW-Authenticate", "")
+    r = token_server.post("/sdapi/v1/txt2img", json=WEBUIAPI_DEFAULTS, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+
+
+def test_with_a_token_a_bearer_request_is_served(token_server):
+    r = token_server.post("/sdapi/v1/txt2img", json=WEBUIAPI_DEFAULTS, timeout=GENERATE_TIMEOUT,
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    assert_image(r)
+
+
+def test_with_a_token_http_basic_with_it_as_password_is_served(token_server):
+    # webuiapi sends HTTP Basic (username, password); the password is the token, the user name is anything
+    r = token_server.post("/sdapi/v1/txt2img", json=WEBUIAPI_DEFAULTS, timeout=GENERATE_TIMEOUT,
+                          auth=("webui", TOKEN))
+    assert_image(r)
+    r = token_server.post("/sdapi/v1/txt2img", json=WEBUIAPI_DEFAULTS, auth=("webui", "not-it"))
+    assert r.status_code == 401
+
+
+def test_listening_beyond_loopback_without_a_token_exits_2_naming_token(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "iga.cli", "serve", "--host", "0.0.0.0", "--port",
+                           str(_free_port()), "--no-save"], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--token" in proc.stderr
