@@ -61,15 +61,38 @@ def _comfy_node_inputs(source: str) -> dict[str, set[str]]:
     return out
 
 
-def test_comfyui_workflow_uses_comfyuis_node_types_and_input_names(demo_recipe):
-    graph = export_recipe(demo_recipe, "comfyui", model_file="m.safetensors").files["workflow_api.json"]
+# The required inputs of the ComfyUI nodes the export uses, as its API format names them (ComfyUI nodes.py,
+# INPUT_TYPES, commit a125cd84). The next test checks this table against ComfyUI's source when it is beside the
+# project; the one after checks the export against the table, so CI without ComfyUI still checks the shape.
+COMFYUI_NODE_INPUTS = {
+    "CheckpointLoaderSimple": {"ckpt_name"},
+    "EmptyLatentImage": {"width", "height", "batch_size"},
+    "CLIPSetLastLayer": {"clip", "stop_at_clip_layer"},
+    "CLIPTextEncode": {"text", "clip"},
+    "KSampler": {"model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
+                 "latent_image", "denoise"},
+    "VAEDecode": {"samples", "vae"},
+    "VAELoader": {"vae_name"},
+    "SaveImage": {"images", "filename_prefix"},
+}
+
+
+def test_the_node_table_is_comfyuis_own():
     nodes = _comfy_node_inputs(_comfy_source("nodes.py"))
+    assert {name: nodes[name] for name in COMFYUI_NODE_INPUTS} == COMFYUI_NODE_INPUTS
+
+
+def _check_graph(graph: dict) -> None:
     for node_id, node in graph.items():
-        assert node["class_type"] in nodes, node["class_type"]
-        assert set(node["inputs"]) == nodes[node["class_type"]], (node_id, node["class_type"])
+        assert set(node["inputs"]) == COMFYUI_NODE_INPUTS[node["class_type"]], (node_id, node["class_type"])
         for value in node["inputs"].values():  # links are [node id, output index] to nodes of the graph
             if isinstance(value, list):
                 assert value[0] in graph and isinstance(value[1], int)
+
+
+def test_comfyui_workflow_uses_comfyuis_node_types_and_input_names(demo_recipe):
+    graph = export_recipe(demo_recipe, "comfyui", model_file="m.safetensors").files["workflow_api.json"]
+    _check_graph(graph)
     sampler = next(n for n in graph.values() if n["class_type"] == "KSampler")["inputs"]
     assert (sampler["sampler_name"], sampler["scheduler"], sampler["steps"], sampler["cfg"]) == \
         ("dpmpp_2m", "karras", 20, 3.0)
@@ -91,6 +114,7 @@ def test_comfyui_workflow_with_clip_skip_and_a_separate_vae():
     recipe = architecture_default_recipe("sd1").to_dict()
     recipe.update(clip_skip=2, vae={"id": "vae-ft-mse.safetensors", "embedded": False})
     graph = export_recipe(parse_recipe_dict(recipe)[0], "comfyui").files["workflow_api.json"]
+    _check_graph(graph)
     types = {n["class_type"]: n for n in graph.values()}
     assert types["CLIPSetLastLayer"]["inputs"]["stop_at_clip_layer"] == -2
     assert types["VAELoader"]["inputs"]["vae_name"] == "vae-ft-mse.safetensors"
