@@ -71,3 +71,55 @@ def models_folder(root: Path) -> Path:
     shutil.copy(DEMO_MODEL, folder / ALT_ID)
     embed_recipe_with_hashes(folder / ALT_ID, recipe)
     return folder
+
+
+class ServeProcess:
+    """`iga serve` as a subprocess on a free port, with its own audit log and model index in ``tmp`` (for tests
+    that need the real command line: its flags, its exit codes, its start-up)."""
+
+    def __init__(self, tmp: Path, *args: str, start_timeout: float = 60):
+        import os
+        import subprocess
+        import sys
+
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "IGA_AUDIT_LOG": str(tmp / "audit.jsonl"),
+               "IGA_MODEL_INDEX": str(tmp / "models.json")}
+        env.pop("IGA_SERVE_TOKEN", None)  # a test's token comes from its own command line only
+        self.tmp, self.log_path = tmp, tmp / "server.log"
+        self._log = self.log_path.open("wb")
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "iga.cli", "serve", "--port", str(port), *args],
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_ready(start_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import pytest
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                self._log.close()
+                pytest.fail(f"iga serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                requests.get(self.base + "/openapi.json", timeout=2)  # served even when a token is required
+                return
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"iga serve did not answer in {timeout:.0f} s:\n{self.log()}")
+                time.sleep(0.25)  # the socket opens once the app is built: there is nothing else to wait on
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 requests = pytest.importorskip("requests")
+
+from server_support import ServeProcess, free_port  # noqa: E402
 
 START_TIMEOUT = 90  # imports and the app on a busy 2-core machine
 GENERATE_TIMEOUT = 180  # the first generation loads the model
@@ -28,48 +28,13 @@ WEBUIAPI_DEFAULTS = {"prompt": "a red circle on a blue background", "steps": 20,
                      "sampler_name": "Euler a", "scheduler": "automatic", "width": 512, "height": 512, "seed": 3}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "IGA_AUDIT_LOG": str(tmp / "audit.jsonl"),
-           "IGA_MODEL_INDEX": str(tmp / "models.json")}
-    env.pop("IGA_SERVE_TOKEN", None)  # the token must come from the command line of each test's server only
-    return env
-
-
-class Served:
+class Served(ServeProcess):
     """A running `iga serve`, with every status it answered (to assert it never said 500)."""
 
     def __init__(self, tmp: Path, *extra: str):
-        self.tmp = tmp
-        self.log_path = tmp / "server.log"
-        self._log = self.log_path.open("wb")
-        port = _free_port()
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "iga.cli", "serve", "--port", str(port), "--no-save",
-                                      *extra], env=_env(tmp), stdout=self._log, stderr=subprocess.STDOUT)
+        super().__init__(tmp, "--no-save", *extra, start_timeout=START_TIMEOUT)
         self.session = requests.Session()
         self.statuses: list[tuple[str, int]] = []
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"iga serve exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                self.session.get(self.base + "/openapi.json", timeout=2)  # open even with a token
-                return
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"iga serve did not answer in {START_TIMEOUT} s:\n{self.log()}")
-                time.sleep(0.25)  # the socket opens when the app is built: nothing else to wait on
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
 
     def post(self, path: str, *, timeout: float = 30, **kw) -> requests.Response:
         r = self.session.post(self.base + path, timeout=timeout, **kw)
@@ -78,20 +43,13 @@ class Served:
 
     def stop(self) -> None:
         self.session.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+        super().stop()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     s = Served(tmp_path_factory.mktemp("abuse"))
     try:
-        s.wait_ready()
         yield s
     finally:
         s.stop()
@@ -101,7 +59,6 @@ def server(tmp_path_factory):
 def token_server(tmp_path_factory):
     s = Served(tmp_path_factory.mktemp("token"), "--token", TOKEN)
     try:
-        s.wait_ready()
         yield s
     finally:
         s.stop()
@@ -272,7 +229,7 @@ def test_with_a_token_http_basic_with_it_as_password_is_served(token_server):
 
 def test_listening_beyond_loopback_without_a_token_exits_2_naming_token(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "iga.cli", "serve", "--host", "0.0.0.0", "--port",
-                           str(_free_port()), "--no-save"], env=_env(tmp_path), capture_output=True, text=True,
+                           str(free_port()), "--no-save"], env={k: v for k, v in os.environ.items() if k != "IGA_SERVE_TOKEN"}, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--token" in proc.stderr

@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -36,7 +33,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from server_support import free_port  # noqa: E402
+from server_support import ServeProcess  # noqa: E402
 
 
 # --- fixtures -------------------------------------------------------------------------------------------------------
@@ -51,34 +48,11 @@ def _get_json(url: str, timeout: float = 5.0) -> dict:
 def server(tmp_path_factory):
     """`iga serve` on a free port; yields its base URL and the paths it writes."""
     tmp = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "IGA_AUDIT_LOG": str(tmp / "audit.jsonl"),
-           "IGA_MODEL_INDEX": str(tmp / "models.json")}
-    log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "iga.cli", "serve", "--port", str(port), "--out", str(tmp / "out")],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    served = ServeProcess(tmp, "--out", str(tmp / "out"))
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"iga serve exited with {proc.returncode}:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            try:
-                _get_json(base + "/iga/v1/models", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"iga serve did not answer in 60 s:\n{(tmp / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.25)  # polling a process that is starting up: there is nothing to wait on instead
-        yield {"base": base, "tmp": tmp, "log": tmp / "server.log"}
+        yield {"base": served.base, "tmp": tmp, "log": served.log_path}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+        served.stop()
 
 
 @pytest.fixture(scope="module")

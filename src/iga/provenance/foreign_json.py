@@ -159,26 +159,9 @@ def from_json_parameters(text: str, where: str, scheme: str | None) -> tuple[str
 # ---------------------------------------------------------------- Civitai
 def _json_extent(text: str, start: int) -> int | None:
     """End index (exclusive) of the JSON array/object starting at ``text[start]``; None when it never closes."""
-    depth = 0
-    in_string = escaped = False
-    for i in range(start, min(len(text), start + MAX_CIVITAI_JSON)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
+    from iga.provenance.jsonutil import bracket_depths
+
+    return next((i + 1 for i, depth in bracket_depths(text, start, start + MAX_CIVITAI_JSON) if depth == 0), None)
 
 
 def civitai_resources(text: str) -> tuple[list[dict[str, Any]], list[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Iterator
 
 from iga.provenance.errors import ProvenanceError
 
@@ -18,11 +18,13 @@ MAX_JSON_CONTAINERS = 200_000
 MAX_JSON_DEPTH = 64
 
 
-def json_depth(text: str) -> int:
-    """The deepest nesting of objects/arrays in JSON text (brackets inside strings do not count); linear time."""
-    depth = deepest = 0
+def bracket_depths(text: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, int]]:
+    """(index, nesting depth after it) for every bracket of JSON text between ``start`` and ``stop``; brackets
+    inside strings do not count. Linear time: hostile text is scanned, never recursed into."""
+    depth = 0
     in_string = escaped = False
-    for ch in text:
+    for i in range(start, len(text) if stop is None else min(stop, len(text))):
+        ch = text[i]
         if in_string:
             if escaped:
                 escaped = False
@@ -34,10 +36,15 @@ def json_depth(text: str) -> int:
             in_string = True
         elif ch in "[{":
             depth += 1
-            deepest = max(deepest, depth)
+            yield i, depth
         elif ch in "]}":
             depth -= 1
-    return deepest
+            yield i, depth
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of objects/arrays in JSON text (brackets inside strings do not count); linear time."""
+    return max((d for _, d in bracket_depths(text)), default=0)
 
 
 def strict_json(obj: Any) -> Any:
