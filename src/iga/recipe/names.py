@@ -145,12 +145,6 @@ def split_combined(label: str) -> tuple[str, str | None]:
     return found
 
 
-def a1111_labels(sampler: str, schedule: str) -> tuple[str, str]:
-    """A1111 display labels ('Sampler', 'Schedule type') for canonical names; falls back to the canonical id."""
-    s, h = sampler_info(sampler), schedule_info(schedule)
-    return s.a1111_label or s.name, h.a1111_label or h.name
-
-
 def from_diffusers(class_name: str, config: dict[str, Any] | None = None) -> tuple[str, str]:
     """Map a diffusers scheduler class and its config flags to (canonical sampler, canonical schedule)."""
     cfg = config or {}
