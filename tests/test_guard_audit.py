@@ -69,3 +69,16 @@ def test_damaged_log_line_is_reported_with_its_number(tmp_path):
     path.write_text('{"ok":1}\nnot json\n')
     with pytest.raises(ValueError, match=r"audit.jsonl:2"):
         list(read_records(path))
+
+
+def test_tail_records_reads_the_last_records_from_the_end(tmp_path):
+    from iga.guard.audit import append_records, tail_records
+
+    log = tmp_path / "audit.jsonl"
+    append_records([{"k": i, "pad": "x" * 300} for i in range(1000)], log)
+    assert [r["k"] for r in tail_records(3, log)] == [997, 998, 999]
+    assert [r["k"] for r in tail_records(2000, log)] == list(range(1000))
+    assert tail_records(5, tmp_path / "missing.jsonl") == []
+    with open(log, "ab") as f:
+        f.write(b'{"k": "torn')  # a record still being written is not part of the tail
+    assert [r["k"] for r in tail_records(2, log)] == [998, 999]

@@ -112,6 +112,39 @@ def read_records(path: str | Path | None = None) -> Iterator[dict[str, Any]]:
                 raise ValueError(f"{p}:{i}: not a JSON record ({e.msg})") from None
 
 
+def tail_records(n: int, path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The last ``n`` records of an audit log, oldest first, read from the end of the file (a long log is not read
+    whole for its tail). A torn last record is left out; a damaged line among them raises ValueError."""
+    p = Path(path) if path is not None else default_audit_path()
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise AuditLogError(f"cannot be read ({e.strerror})", path=p) from None
+    _require_regular(st.st_mode, p)
+    block, data = 64 * 1024, b""
+    with p.open("rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0 and data.count(b"\n") <= n and end - pos < (n + 1) * MAX_LINE:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.split(b"\n")
+    if pos > 0:
+        lines = lines[1:]  # the first piece may be the end of an earlier record
+    complete = lines[:-1]  # after the last newline: nothing, or a torn record
+    out = []
+    for line in complete[-n:] if n > 0 else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: a record near the end is not JSON ({e.msg})") from None
+    return out
+
+
 # --- implementation ------------------------------------------------------------------------------------------------
 
 

@@ -159,16 +159,16 @@ async def replay(service: Svc, http: HttpRequest):
 
 @router.get("/audit", summary="the audit log's last records (accepted deviations, newest last)")
 def audit(service: Svc, tail: int = 50):
-    from iga.guard.audit import default_audit_path, read_records
+    from iga.guard.audit import default_audit_path, tail_records
 
     if not 1 <= tail <= MAX_AUDIT_TAIL:
         raise ApiError(422, f"tail {tail}: ask for 1 to {MAX_AUDIT_TAIL} records")
     path = service.config.audit_log or default_audit_path()
     try:
-        records = list(read_records(path)) if path.exists() else []
+        records = tail_records(tail, path)
     except ValueError as e:
         return JSONResponse({"path": str(path), "records": [], "error": str(e)})
-    return {"path": str(path), "records": records[-tail:]}
+    return {"path": str(path), "records": records}
 
 
 def _sse_with_job(event: Any) -> str:
