@@ -17,7 +17,8 @@ from iga.provenance import save_image
 from test_provenance_support import png_file, text, zlib_bomb, ztxt
 
 KEYS = ["schema", "path", "source", "format", "prompt", "negative_prompt", "seed", "steps", "cfg", "sampler",
-        "schedule", "width", "height", "model_name", "model_hash", "clip_skip", "denoise", "image_width",
+        "schedule", "width", "height", "model_name", "model_hash", "clip_skip", "denoise", "guidance", "shift",
+        "image_width",
         "image_height", "plan", "raw", "warnings", "c2pa"]  # c2pa: null without a manifest
 
 

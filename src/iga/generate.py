@@ -148,13 +148,17 @@ def encode(plan: Plan, backend: Any) -> tuple[dict, dict]:
     import torch
 
     with torch.inference_mode():
-        return backend.encode_prompt([plan.prompt], [plan.negative_prompt], clip_skip=plan.clip_skip,
-                                     width=plan.width, height=plan.height)
+        cond, uncond = backend.encode_prompt([plan.prompt], [plan.negative_prompt], clip_skip=plan.clip_skip,
+                                             width=plan.width, height=plan.height)
+    if plan.guidance is not None:  # a guidance-distilled model takes its guidance as an input, like the prompt
+        g = torch.tensor([plan.guidance], dtype=torch.float32)
+        cond, uncond = {**cond, "guidance": g}, {**uncond, "guidance": g}
+    return cond, uncond
 
 
 def encoding_key(plan: Plan) -> tuple:
     """What a prompt encoding depends on (see ``encode``)."""
-    return (plan.prompt, plan.negative_prompt, plan.clip_skip, plan.width, plan.height)
+    return (plan.prompt, plan.negative_prompt, plan.clip_skip, plan.width, plan.height, plan.guidance)
 
 
 def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] | None = None,

@@ -12,8 +12,9 @@ import typer
 from iga.provenance.jsonutil import dumps_strict
 
 from iga.commands.guard import (
-    BatchOpt, CfgOpt, ClipSkipOpt, EtaOpt, JsonOpt, ModelOpt, ModeOpt, NegativeOpt, OverrideOpt, PredOpt,
-    PresetOpt, ReasonOpt, RehashOpt, RequireSignedOpt, SamplerOpt, ScheduleOpt, SeedOpt, SizeOpt, StepsOpt, TrustOpt,
+    BatchOpt, CfgOpt, ClipSkipOpt, EtaOpt, GuidanceOpt, JsonOpt, ModelOpt, ModeOpt, NegativeOpt, OverrideOpt, PredOpt,
+    PresetOpt, ReasonOpt, RehashOpt, RequireSignedOpt, SamplerOpt, ScheduleOpt, SeedOpt, ShiftOpt, SizeOpt, StepsOpt,
+    TrustOpt,
     VaeOpt, build_request,
     print_findings, resolve_for_cli,
 )
@@ -79,8 +80,8 @@ def generate_cmd(
     prompt: Annotated[str, typer.Argument(help="what to draw, e.g. \"a red circle on a blue background\"")],
     model: ModelOpt = None, preset: PresetOpt = None, sampler: SamplerOpt = None, schedule: ScheduleOpt = None,
     steps: StepsOpt = None, cfg: CfgOpt = None, seed: SeedOpt = None, size: SizeOpt = None, vae: VaeOpt = None,
-    clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, override: OverrideOpt = None, reason: ReasonOpt = None,
-    mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
+    clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, guidance: GuidanceOpt = None, shift: ShiftOpt = None,
+    override: OverrideOpt = None, reason: ReasonOpt = None, mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
     out: OutOpt = Path("outputs"), fmt: FormatOpt = "png", device: DeviceOpt = "cpu", dtype: DtypeOpt = "float32",
     require_signed: RequireSignedOpt = False, trust: TrustOpt = None, rehash: RehashOpt = False,
     as_json: JsonOpt = False, preview: PreviewOpt = False, preview_every: PreviewEveryOpt = 1,
@@ -113,7 +114,7 @@ def generate_cmd(
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
-                            reason=reason)
+                            reason=reason, guidance=guidance, shift=shift)
     t0 = time.perf_counter()
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="generate",
                                         require_signed=require_signed, trust=trust, rehash=rehash)

@@ -26,8 +26,12 @@ SizeOpt = Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, multiples of
 VaeOpt = Annotated[Optional[str], typer.Option(help="a VAE file or id (checked against the recipe)")]
 ClipSkipOpt = Annotated[Optional[int], typer.Option("--clip-skip", help="text-encoder layers to skip (1 = none)")]
 EtaOpt = Annotated[Optional[float], typer.Option(help="noise scale of ancestral/SDE samplers")]
+GuidanceOpt = Annotated[Optional[float], typer.Option(help="distilled guidance of guidance-distilled models (Flux "
+                                                      "dev; Forge's Distilled CFG Scale); not --cfg")]
+ShiftOpt = Annotated[Optional[float], typer.Option(help="advanced: the flow timestep shift (SD3, Flux); default: the "
+                                                   "recipe's, or its dynamic rule at this size")]
 OverrideOpt = Annotated[Optional[list[str]], typer.Option("--override", help="accept a deviation from the recipe "
-                        "for this field (repeatable): sampler, schedule, steps, cfg, vae, clip_skip, size")]
+                        "for this field (repeatable): sampler, schedule, steps, cfg, vae, clip_skip, size, guidance, shift")]
 ReasonOpt = Annotated[Optional[str], typer.Option(help="why you override (kept in the plan and the audit log)")]
 ModeOpt = Annotated[str, typer.Option(help="strict: no deviations; guarded: deviations only as --override; "
                                       "permissive: deviations warned and logged")]
@@ -48,13 +52,15 @@ def build_request(*, prompt: str = "", preset: str | None = None, sampler: str |
                   schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
                   seed: int | None = None, size: str | None = None, vae: str | None = None,
                   clip_skip: int | None = None, eta: float | None = None, prediction_type: str | None = None,
-                  negative: str = "", batch: int = 1, override: list[str] | None = None, reason: str | None = None):
+                  negative: str = "", batch: int = 1, override: list[str] | None = None, reason: str | None = None,
+                  guidance: float | None = None, shift: float | None = None):
     """Turn CLI flag values into a guard Request."""
     from iga.guard import Request
 
     return Request(
         preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg, seed=seed, size=size, vae=vae,
-        clip_skip=clip_skip, eta=eta, prediction_type=prediction_type, prompt=prompt or "",
+        clip_skip=clip_skip, eta=eta, prediction_type=prediction_type, prompt=prompt or "", guidance=guidance,
+        shift=shift,
         negative_prompt=negative or "", batch=batch or 1, overrides=list(override or []), reason=reason,
     )
 
@@ -149,6 +155,11 @@ def print_plan(plan, log_path) -> None:
             ("mode", plan.mode)]
     if plan.sampler_options:
         rows.insert(3, ("sampler options", json.dumps(plan.sampler_options)))
+    ts = plan.training_schedule or {}
+    if ts.get("kind") == "flow":  # the flow trajectory: what ComfyUI's ModelSamplingSD3/Flux node would set
+        rows.insert(-3, ("shift", f"{ts.get('shift', 1.0):.4g}"))
+    if plan.guidance is not None:
+        rows.insert(-3, ("distilled guidance", f"{plan.guidance:g}"))
     for o in plan.overrides:
         rows.append((f"override {o.field}", f"{o.recipe_value} -> {o.requested_value} ({o.reason or 'no reason'})"))
     if log_path:
@@ -170,8 +181,8 @@ def plan_cmd(
     prompt: Annotated[str, typer.Argument(help="prompt (optional for planning)")] = "",
     model: ModelOpt = None, preset: PresetOpt = None, sampler: SamplerOpt = None, schedule: ScheduleOpt = None,
     steps: StepsOpt = None, cfg: CfgOpt = None, seed: SeedOpt = None, size: SizeOpt = None, vae: VaeOpt = None,
-    clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, override: OverrideOpt = None, reason: ReasonOpt = None,
-    mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
+    clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, guidance: GuidanceOpt = None, shift: ShiftOpt = None,
+    override: OverrideOpt = None, reason: ReasonOpt = None, mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
     require_signed: RequireSignedOpt = False, trust: TrustOpt = None, rehash: RehashOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -190,7 +201,7 @@ def plan_cmd(
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
-                            reason=reason)
+                            reason=reason, guidance=guidance, shift=shift)
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="plan",
                                         require_signed=require_signed, trust=trust, rehash=rehash)
     if as_json:

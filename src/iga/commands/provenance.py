@@ -37,8 +37,8 @@ def show_command(
 
       schema, path, source (iga|a1111|fooocus|swarmui|comfyui|invokeai|none), format (png|jpeg|webp), prompt,
       negative_prompt, seed, steps, cfg, sampler, schedule, width, height, model_name, model_hash,
-      clip_skip, denoise, image_width, image_height, plan (the full iga plan, or null), raw (the metadata
-      texts as found), warnings (list of strings), c2pa (the C2PA manifest summary, or null when there is
+      clip_skip, denoise, guidance (distilled), shift (flow), image_width, image_height, plan (the full iga plan,
+      or null), raw (the metadata texts as found), warnings (list of strings), c2pa (the C2PA manifest summary, or null when there is
       none or the c2pa extra is not installed: state Trusted|Valid|Invalid, valid, trusted, status, failures,
       title, label, claim_generator, signer, actions, iga (the org.iga.provenance assertion), plan_matches)
 

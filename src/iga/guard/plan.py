@@ -14,7 +14,7 @@ PLAN_SCHEMA = "iga.plan/1"
 Mode = Literal["strict", "guarded", "permissive"]
 Severity = Literal["hard", "soft", "info"]
 Outcome = Literal["refused", "overridden", "warned", "applied"]
-OVERRIDABLE = ("sampler", "schedule", "steps", "cfg", "vae", "clip_skip", "size")
+OVERRIDABLE = ("sampler", "schedule", "steps", "cfg", "vae", "clip_skip", "size", "guidance", "shift")
 
 
 class Request(BaseModel):
@@ -27,6 +27,10 @@ class Request(BaseModel):
     schedule: str | None = None
     steps: int | None = None
     cfg: float | None = None
+    guidance: float | None = Field(None, description="distilled guidance (guidance-distilled flow models, e.g. Flux "
+                                   "dev); not CFG")
+    shift: float | None = Field(None, description="advanced: the flow timestep shift (SD3/Flux; default: the "
+                                "recipe's, or its dynamic rule at this size)")
     cfg_variant: str | None = None
     cfg_rescale: float | None = None
     eta: float | None = None
@@ -123,6 +127,8 @@ class Plan(BaseModel):
         "sqrt(sigma_0^2 + 1) (VP models: ComfyUI at full denoise, diffusers DPMSolver/DDIM)")
     nfe: int | None = None
     cfg: float
+    guidance: float | None = Field(None, description="distilled guidance fed to the model as an input (Flux dev's "
+                                   "guidance embedding; Forge's 'Distilled CFG Scale'); None for models without one")
     cfg_variant: str = "cfg"
     cfg_rescale: float = 0.0
     width: int
@@ -159,7 +165,10 @@ class Plan(BaseModel):
             vae = vae_file(self)  # the recorded path, or the file with the recorded hash (ValueError if neither)
         elif self.vae is not None:
             vae = self.vae.id
+        ts = self.training_schedule or {}
+        shift = ts.get("shift") if ts.get("kind") == "flow" else None
         return Request(sampler=self.sampler, schedule=self.schedule, steps=self.steps, cfg=self.cfg,
+                       guidance=self.guidance, shift=shift,
                        cfg_variant=self.cfg_variant, cfg_rescale=self.cfg_rescale, eta=self.eta, seed=self.seed,
                        size=f"{self.width}x{self.height}", vae=vae, clip_skip=self.clip_skip,
                        prediction_type=self.prediction_type, prompt=self.prompt, negative_prompt=self.negative_prompt,

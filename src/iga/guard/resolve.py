@@ -249,16 +249,24 @@ def resolve(
                    "validated at those counts", recipe.steps.default, steps,
                    f"the nearest allowed are {' and '.join(near)}")
 
-    # --- cfg ----------------------------------------------------------------------------------------------------
+    # --- cfg and distilled guidance -------------------------------------------------------------------------
     if not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
         r.hard("cfg", f"CFG {cfg} cannot work: it must be a finite number >= 0", recipe.cfg.default, cfg,
                f"use {recipe.cfg.default}")
+    elif recipe.guidance is not None and not recipe.cfg.min <= cfg <= recipe.cfg.max:
+        g = recipe.guidance.default
+        r.soft("cfg", "cfg", f"CFG {cfg} on a guidance-distilled model: it follows the prompt through its "
+               f"distilled guidance (the recipe's {g:g}) and was trained at CFG {recipe.cfg.default:g}; real CFG "
+               "adds a second model call per step and burns the image", recipe.cfg.default, cfg,
+               f"use CFG {recipe.cfg.default:g} and set the strength as distilled guidance (e.g. guidance {g:g}; "
+               "Forge: Distilled CFG Scale, ComfyUI: FluxGuidance)")
     else:
         lo, hi = recipe.cfg.min, recipe.cfg.max
         if not lo <= cfg <= hi:
             r.soft("cfg", "cfg", f"CFG {cfg} is outside the recipe's range {lo}..{hi}; too low loses the prompt, "
                    "too high burns colours and detail", recipe.cfg.default, cfg,
                    f"use {min(max(cfg, lo), hi)} (the nearest allowed)")
+    guidance = _guidance(r, recipe, req, preset)
     cfg_variant = _cfg_variant(r, recipe, req, sampler)
     cfg_rescale = req.cfg_rescale if req.cfg_rescale is not None else recipe.cfg.rescale
     if not 0.0 <= cfg_rescale <= 1.0:
@@ -287,6 +295,8 @@ def resolve(
         if width > mw or height > mh:
             r.soft("size", "size", f"{size_text} is above the recipe's maximum {res.max}; expect duplicated "
                    "subjects and broken composition", res.max, size_text, f"use at most {res.max}")
+
+    train = _plan_training_schedule(r, recipe, req, width, height)
 
     # --- clip skip, VAE -------------------------------------------------------------------------------------------
     clip_skip = req.clip_skip if req.clip_skip is not None else (recipe.clip_skip or 1)
@@ -329,7 +339,8 @@ def resolve(
     if not any(f.outcome == "refused" for f in r.findings):
         _check_sampler(r, sampler, options)
     if not any(f.outcome == "refused" for f in r.findings):
-        sigmas, nfe = _sigmas_and_nfe(r, recipe, sampler, schedule, steps, pred, model.architecture, req.sigmas)
+        sigmas, nfe = _sigmas_and_nfe(r, recipe, train, sampler, schedule, steps, pred, model.architecture,
+                                      req.sigmas)
 
     for o in req.overrides:
         if o not in r.soft_fields:
@@ -340,14 +351,72 @@ def resolve(
     plan = Plan(
         iga_version=__version__, created=r.time, mode=mode, preset=preset.name if preset else None, model=model,
         prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seeds[0], seeds=seeds,
-        prediction_type=pred, training_schedule=(recipe.training_schedule.model_dump(mode="json", exclude_none=True)
-                                                 if recipe.training_schedule else default_training_schedule()),
+        prediction_type=pred, training_schedule=train, guidance=guidance,
         sampler=sampler, sampler_options=options, eta=eta, schedule=schedule,
         schedule_params=dict(recipe.scheduler.params) if schedule == recipe.scheduler.name else {},
         steps=steps, sigmas=sigmas, nfe=nfe, cfg=float(cfg), cfg_variant=cfg_variant, cfg_rescale=cfg_rescale,
         width=width, height=height, clip_skip=clip_skip, vae=vae, findings=r.findings, overrides=r.overrides,
     )
     return plan, r.findings
+
+
+def _guidance(r: _Resolver, recipe: Recipe, req: Request, preset: Preset | None) -> float | None:
+    """The distilled guidance a guidance-distilled model takes as an input; None for every other model."""
+    g = recipe.guidance
+    if g is None:
+        if req.guidance is not None:
+            r.hard("guidance", f"this model has no distilled-guidance input: guidance {req.guidance:g} would be "
+                   "recorded but change nothing", None, req.guidance, "drop --guidance (prompt strength is --cfg)")
+        return None
+    value, src = _first((req.guidance, "request"), (preset and preset.guidance, "preset"), (g.default, "recipe"))
+    if src != "request":
+        r.info("guidance", f"distilled guidance {value:g} (from the {src})", g.default)
+    elif not math.isfinite(value) or value < 0:
+        r.hard("guidance", f"distilled guidance {value} cannot work: it must be a finite number >= 0", g.default,
+               value, f"use {g.default:g}")
+    elif not g.min <= value <= g.max:
+        r.soft("guidance", "guidance", f"distilled guidance {value:g} is outside the recipe's range "
+               f"{g.min:g}..{g.max:g}", g.default, value, f"use {min(max(value, g.min), g.max):g}")
+    return float(value)
+
+
+def flow_shift(schedule: Any, width: int, height: int) -> float | None:
+    """The shift a flow model runs with at ``width`` x ``height``: its static shift, or its dynamic rule
+    (mu linear in the token count L between base and max, shift = exp(mu)); None for VP models."""
+    if schedule is None or schedule.kind != "flow":
+        return None
+    d = schedule.dynamic_shift
+    if d is None:
+        return float(schedule.shift if schedule.shift is not None else 1.0)
+    tokens = (width / d.pixels_per_token) * (height / d.pixels_per_token)
+    slope = (d.max_shift - d.base_shift) / (d.max_seq_len - d.base_seq_len)
+    return math.exp(d.base_shift + slope * (tokens - d.base_seq_len))
+
+
+def _plan_training_schedule(r: _Resolver, recipe: Recipe, req: Request, width: int, height: int) -> dict[str, Any]:
+    """The training schedule the engine runs, as a plan records it: a VP schedule as the recipe states it; a flow
+    schedule with the one shift that applies at this size (a requested other shift is a soft deviation)."""
+    ts = recipe.training_schedule
+    native = flow_shift(ts, width, height)
+    if native is None:
+        if req.shift is not None:
+            r.hard("shift", "a timestep shift applies to flow models (SD3, Flux) only", None, req.shift,
+                   "drop --shift")
+        return ts.model_dump(mode="json", exclude_none=True) if ts else default_training_schedule()
+    shift = native
+    if req.shift is not None and not (math.isfinite(req.shift) and req.shift > 0):
+        r.hard("shift", f"shift {req.shift} cannot work: it must be a positive number", native, req.shift,
+               f"use {native:.4g}")
+    elif req.shift is not None and abs(req.shift - native) > 1e-6 * max(1.0, native):
+        rule = f"its dynamic-shift rule at {width}x{height}" if ts.dynamic_shift else "its training"
+        r.soft("shift", "shift", f"shift {req.shift:g} is not the {native:.4g} of {rule}; another shift moves the "
+               "steps along the noise trajectory (washed-out or noisy images)", native, req.shift,
+               f"use {native:.4g}, or leave the shift to the recipe")
+        shift = float(req.shift)
+    out: dict[str, Any] = {"kind": "flow", "shift": shift, "num_train_timesteps": ts.num_train_timesteps}
+    if (ts.model_extra or {}).get("multiplier") is not None:
+        out["multiplier"] = ts.model_extra["multiplier"]
+    return out
 
 
 def _cfg_variant(r: _Resolver, recipe: Recipe, req: Request, sampler: str) -> str:
@@ -419,8 +488,8 @@ def _vae_file_identity(r: _Resolver, ident: VaeIdentity, path: "Path") -> VaeIde
     return ident.model_copy(update={"path": recorded, "file_sha256": digest, "autov2": digest[:10]})
 
 
-def _sigmas_and_nfe(r: _Resolver, recipe: Recipe, sampler: str, schedule: str, steps: int, pred: str,
-                    architecture: str, explicit: list[float] | None) -> tuple[list[float], int | None]:
+def _sigmas_and_nfe(r: _Resolver, recipe: Recipe, train: dict[str, Any], sampler: str, schedule: str, steps: int,
+                    pred: str, architecture: str, explicit: list[float] | None) -> tuple[list[float], int | None]:
     """The exact sigma list the sampler will walk, and its model-call count."""
     import torch
 
@@ -438,8 +507,6 @@ def _sigmas_and_nfe(r: _Resolver, recipe: Recipe, sampler: str, schedule: str, s
         r.hard("sampler", f"{sampler} does not support {pred!r} models (it supports "
                f"{', '.join(spec.parameterizations)})", recipe.sampler.name, sampler, f"use {recipe.sampler.name}")
         return [], None
-    train = recipe.training_schedule.model_dump(exclude_none=True) if recipe.training_schedule \
-        else default_training_schedule()
     ts = schedule_from_config(train)
     try:
         if explicit is not None:

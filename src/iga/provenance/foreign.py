@@ -17,7 +17,7 @@ from iga.provenance.labels import resolve_invokeai_scheduler, resolve_sampler_la
 
 MAX_DEPTH = 32
 FIELDS = ("prompt", "negative_prompt", "seed", "steps", "cfg", "sampler", "schedule", "width", "height",
-          "model_name", "model_hash", "clip_skip", "denoise")
+          "model_name", "model_hash", "clip_skip", "denoise", "guidance", "shift")
 _SAMPLER_NODES = ("KSampler", "KSamplerAdvanced")
 _CONTROL_AFTER_GENERATE = {"fixed", "increment", "decrement", "randomize"}
 
@@ -247,7 +247,29 @@ def from_comfyui_prompt(text: str) -> dict[str, Any] | None:
         li = g.inputs(latent)
         out["width"] = as_int(g.literal(li.get("width"), ("value", "int")), "ComfyUI latent width", warnings)
         out["height"] = as_int(g.literal(li.get("height"), ("value", "int")), "ComfyUI latent height", warnings)
+    _flow_nodes(g, inputs, out, warnings)
     return out
+
+
+def _flow_nodes(g: "_Graph", inputs: dict[str, Any], out: dict[str, Any], warnings: list[str]) -> None:
+    """Flux's distilled guidance (a FluxGuidance node on the positive conditioning) and the flow shift (a
+    ModelSamplingSD3/AuraFlow ``shift``, or ModelSamplingFlux's resolution rule) on the model input."""
+    guide = g.follow(inputs.get("positive"), ("conditioning", "conditioning_1", "conditioning_to"), ("guidance",))
+    if guide is not None:
+        out["guidance"] = as_float(g.literal(g.inputs(guide)["guidance"], ("value", "float")),
+                                   "ComfyUI FluxGuidance guidance", warnings)
+    node = g.follow(inputs.get("model"), ("model",), ("shift", "max_shift"))
+    if node is None:
+        return
+    ni = g.inputs(node)
+    if "shift" in ni:
+        out["shift"] = as_float(g.literal(ni["shift"], ("value", "float")), "ComfyUI ModelSampling shift", warnings)
+        return
+    vals = [as_float(g.literal(ni.get(k), ("value", "float", "int")), f"ComfyUI ModelSamplingFlux {k}", warnings)
+            for k in ("max_shift", "base_shift", "width", "height")]
+    if None not in vals:  # ComfyUI's rule: mu linear in (width x height / 256) tokens between 256 and 4096
+        mx, base, w, h = vals
+        out["shift"] = math.exp(base + (mx - base) / (4096 - 256) * (w * h / 256 - 256))
 
 
 # ---------------------------------------------------------------- ComfyUI UI graph ("workflow")

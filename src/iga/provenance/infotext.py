@@ -111,6 +111,11 @@ def _schedule_rho(plan: Mapping[str, Any]) -> Any:
     return plan.get("schedule_rho")
 
 
+def _flow_shift(plan: Mapping[str, Any]) -> Any:
+    ts = plan.get("training_schedule")
+    return ts.get("shift") if isinstance(ts, Mapping) and ts.get("kind") == "flow" else None
+
+
 def infotext_params(plan: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The settings of a plan as ordered (A1111 key, value) pairs; None values are left out when formatting."""
     from iga import __version__
@@ -135,6 +140,8 @@ def infotext_params(plan: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("VAE hash", short_hash(vae) if vae_label else None),
         ("VAE", vae_label),
         ("Clip skip", clip_skip if isinstance(clip_skip, int) and clip_skip > 1 else None),
+        ("Distilled CFG Scale", plan.get("guidance")),  # Forge's name for Flux's distilled guidance
+        ("Shift", _flow_shift(plan)),
         ("RNG", plan.get("rng") or "CPU"),
         # iga extras, only when they say something
         ("Schedule rho", _schedule_rho(plan)),
@@ -212,7 +219,8 @@ def parse_infotext(text: str) -> dict[str, Any]:
 
     Returns a dict with: prompt, negative_prompt, params (raw A1111 keys, defaults filled in as A1111 does),
     steps, cfg, seed, width, height, sampler / schedule (canonical names when known, else as written),
-    sampler_label / schedule_label (as written), model, model_hash, vae, vae_hash, clip_skip, denoise, rng,
+    sampler_label / schedule_label (as written), model, model_hash, vae, vae_hash, clip_skip, denoise, guidance
+    (Forge's Distilled CFG Scale), shift, rng,
     version, warnings.
     """
     warnings: list[str] = []
@@ -288,6 +296,8 @@ def parse_infotext(text: str) -> dict[str, Any]:
         "vae_hash": params.get("VAE hash"),
         "clip_skip": _to_int(params, "Clip skip", warnings),
         "denoise": _to_float(params, "Denoising strength", warnings),
+        "guidance": _to_float(params, "Distilled CFG Scale", warnings),  # Forge (Flux)
+        "shift": _to_float(params, "Shift", warnings),
         "rng": params.get("RNG"),
         "version": params.get("Version"),
         "warnings": warnings,

@@ -74,6 +74,8 @@ class Provenance:
     model_hash: str | None = None
     clip_skip: int | None = None
     denoise: float | None = None
+    guidance: float | None = None  # distilled guidance (Flux dev; Forge's Distilled CFG Scale)
+    shift: float | None = None  # flow timestep shift (SD3/Flux)
     image_width: int | None = None
     image_height: int | None = None
     plan: dict[str, Any] | None = None
@@ -101,6 +103,10 @@ def fields_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
     out["height"] = as_int(plan.get("height"), "plan height", w)
     out["clip_skip"] = as_int(plan.get("clip_skip"), "plan clip_skip", w)
     out["denoise"] = as_float(plan.get("denoise"), "plan denoise", w)
+    out["guidance"] = as_float(plan.get("guidance"), "plan guidance", w)
+    ts = plan.get("training_schedule")
+    if isinstance(ts, Mapping) and ts.get("kind") == "flow":
+        out["shift"] = as_float(ts.get("shift"), "plan training_schedule.shift", w)
     model = plan.get("model")
     if isinstance(model, Mapping):
         out["model_name"] = as_str(model.get("name"), "plan model.name", w)

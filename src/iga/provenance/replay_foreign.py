@@ -63,7 +63,8 @@ def foreign_request(prov: Any, overrides: list[str] | None = None, reason: str |
         caveats.append(f"clip skip {prov.clip_skip} is not a layer count: the recipe's clip skip was used")
     clip_skip = prov.clip_skip if prov.clip_skip is not None and prov.clip_skip >= 1 else None
     request = Request(prompt=prompt, negative_prompt=negative, seed=prov.seed, steps=prov.steps, cfg=prov.cfg,
-                      sampler=sampler, schedule=schedule, size=size, clip_skip=clip_skip,
+                      sampler=sampler, schedule=schedule, size=size, clip_skip=clip_skip, guidance=prov.guidance,
+                      shift=prov.shift,
                       overrides=list(overrides or []), reason=reason)
     return request, caveats
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from iga.catalog import CFG_VARIANTS
 
-RECIPE_VERSION = "1.2.0"  # 1.1 adds the optional `calibration` block; 1.2 `hashes.header_sha256`
+RECIPE_VERSION = "1.3.0"  # 1.1 adds the optional `calibration` block; 1.2 `hashes.header_sha256`; 1.3 flow
+# models' `training_schedule.dynamic_shift` and the distilled `guidance` block
 
 PREDICTION_ALIASES = {
     "eps": "eps", "epsilon": "eps", "noise": "eps",
@@ -29,6 +30,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", validate_assignment=False, populate_by_name=True)
 
 
+class DynamicShift(_Model):
+    """Flux-style resolution-dependent shift: mu grows linearly with the image's token count L from base_shift
+    (at base_seq_len) to max_shift (at max_seq_len), and the flow shift is exp(mu)."""
+
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    base_seq_len: int = Field(256, ge=1)
+    max_seq_len: int = Field(4096, ge=2)
+    pixels_per_token: int = Field(16, ge=1, description="image pixels per token side (VAE factor x patch size: "
+                                  "16 for Flux), so L = (width / p) * (height / p)")
+
+
 class TrainingSchedule(_Model):
     """The noise schedule the model was trained with (discrete VP betas, or rectified flow)."""
 
@@ -38,6 +51,8 @@ class TrainingSchedule(_Model):
     num_train_timesteps: int = Field(1000, ge=2, le=100_000)
     zero_terminal_snr: bool = False
     shift: float | None = Field(None, gt=0, description="flow models: SD3-style timestep shift")
+    dynamic_shift: DynamicShift | None = Field(None, description="flow models: a shift that depends on the "
+                                               "resolution (Flux); replaces `shift`")
     quantize: bool | None = Field(None, description="round timesteps to integers when sampling (diffusers' "
                                   "DPM-Solver does this with Karras sigmas)")
 
@@ -68,6 +83,15 @@ class CfgSpec(_Model):
     max: float
     variant: Literal[CFG_VARIANTS] = "cfg"  # type: ignore[valid-type]
     rescale: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class GuidanceSpec(_Model):
+    """Distilled guidance: a strength the model takes as an input (Flux dev's guidance embedding; Forge's
+    'Distilled CFG Scale', ComfyUI's FluxGuidance), not classifier-free guidance, which such models run at 1."""
+
+    default: float
+    min: float
+    max: float
 
 
 class StepsSpec(_Model):
@@ -108,6 +132,7 @@ class Preset(_Model):
     name: str = Field(min_length=1, max_length=64)
     steps: int | None = None
     cfg: float | None = None
+    guidance: float | None = None
     sampler: str | None = None
     schedule: str | None = None
     description: str | None = None
@@ -144,6 +169,7 @@ class Recipe(_Model):
     sampler: SamplerSpec
     scheduler: SchedulerSpec
     cfg: CfgSpec
+    guidance: GuidanceSpec | None = Field(None, description="distilled guidance (guidance-distilled models only)")
     steps: StepsSpec
     vae: VaeSpec | None = None
     clip_skip: int | None = Field(None, ge=1, le=24)

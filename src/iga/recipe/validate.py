@@ -168,6 +168,8 @@ def _check_rules(r: Recipe) -> list[RecipeIssue]:
         err(RecipeIssue("cfg", {"min": c.min, "default": c.default, "max": c.max},
                         "min <= default <= max does not hold", "order the values so min <= default <= max"))
 
+    out += _check_flow(r)
+
     sch = r.scheduler
     if sch.subsample is not None:
         for i, n in enumerate(sch.subsample):
@@ -248,6 +250,33 @@ def _check_rules(r: Recipe) -> list[RecipeIssue]:
                                     "raise resolution.max or drop the size"))
 
     out += _sampler_warnings(r)
+    return out
+
+
+def _check_flow(r: Recipe) -> list[RecipeIssue]:
+    """Flow-trajectory rules: a shift (static or dynamic) only on flow schedules, not both; distilled guidance
+    ordered, and such a model's CFG range must allow 1 (it runs without classifier-free guidance)."""
+    out: list[RecipeIssue] = []
+    ts = r.training_schedule
+    if ts is not None and ts.dynamic_shift is not None:
+        if ts.kind != "flow":
+            out.append(RecipeIssue("training_schedule.dynamic_shift", ts.kind, "a dynamic shift applies to flow "
+                                   "schedules only", "set training_schedule.kind to flow, or drop dynamic_shift"))
+        if ts.shift is not None:
+            out.append(RecipeIssue("training_schedule.shift", ts.shift, "a static shift and a dynamic shift "
+                                   "contradict each other", "keep one: shift (SD3) or dynamic_shift (Flux)"))
+        d = ts.dynamic_shift
+        if d.max_seq_len <= d.base_seq_len:
+            out.append(RecipeIssue("training_schedule.dynamic_shift.max_seq_len", d.max_seq_len,
+                                   "must be larger than base_seq_len", f"use more than {d.base_seq_len}"))
+    g = r.guidance
+    if g is not None:
+        if not (math.isfinite(g.min) and math.isfinite(g.max) and 0 <= g.min <= g.default <= g.max):
+            out.append(RecipeIssue("guidance", {"min": g.min, "default": g.default, "max": g.max},
+                                   "0 <= min <= default <= max does not hold", "order the values"))
+        if not r.cfg.min <= 1.0 <= r.cfg.max:
+            out.append(RecipeIssue("cfg", {"min": r.cfg.min, "max": r.cfg.max}, "a guidance-distilled model runs "
+                                   "at CFG 1, so the CFG range must include 1", "set cfg to default 1, min 1, max 1"))
     return out
 
 

@@ -106,8 +106,14 @@ def _from_1_1(d: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return {**d, "iga_version": "1.2.0"}, []
 
 
+def _from_1_2(d: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """1.2 -> 1.3: 1.3 only adds flow models' optional `dynamic_shift` and `guidance`; content is unchanged."""
+    return {**d, "iga_version": "1.3.0"}, []
+
+
 # from (major, minor) -> migration producing the next version
-MIGRATIONS: dict[tuple[int, int], Migration] = {(0, 1): _from_0_1, (1, 0): _from_1_0, (1, 1): _from_1_1}
+MIGRATIONS: dict[tuple[int, int], Migration] = {(0, 1): _from_0_1, (1, 0): _from_1_0, (1, 1): _from_1_1,
+                                                (1, 2): _from_1_2}
 
 
 def migrate(data: dict[str, Any]) -> tuple[dict[str, Any], Version, list[str]]:

@@ -152,6 +152,19 @@ def simple(n_steps: int, schedule: Any) -> torch.Tensor:
     return _finish(table[idx], "simple")
 
 
+def time_uniform(n_steps: int, schedule: Any) -> torch.Tensor:
+    """Flow models: flow time spaced uniformly from 1 to 0, sigma_k = shift(1 - k/n), k = 0..n-1; +0.
+
+    Black Forest Labs' Flux reference and diffusers' FluxPipeline use exactly this. ComfyUI's ``simple`` picks
+    the same points from its 1000-entry table, so it agrees only when n divides 1000 (n = 28: up to 1.8e-3).
+    """
+    n = _check_steps(n_steps, "time_uniform")
+    if getattr(schedule, "kind", None) != "flow":
+        raise ScheduleError("time_uniform: defined for flow models only")
+    u = np.linspace(1.0, 1.0 / n, n)
+    return _finish(schedule.time_to_sigma(torch.from_numpy(u)).numpy(), "time_uniform")
+
+
 def ddim_uniform(n_steps: int, schedule: Any) -> torch.Tensor:
     """``ddim_uniform``: t = 1 + k * (N // n) for k = n-1..0 (so the first t is 1 + (n-1) c, not N-1); +0.
 
@@ -391,6 +404,8 @@ SCHEDULES: dict[str, ScheduleSpec] = {
                      doc="log sigma along r^rho, +0"),
         ScheduleSpec("sgm_uniform", sgm_uniform, {}, doc="uniform in training time over n+1 points minus the last, +0"),
         ScheduleSpec("simple", simple, {}, doc="every N/n-th table sigma from the top (= diffusers trailing), +0"),
+        ScheduleSpec("time_uniform", time_uniform, {}, kinds=("flow",),
+                     doc="flow time uniform from 1 to 0 through the shift (Flux reference, diffusers), +0"),
         ScheduleSpec("ddim_uniform", ddim_uniform, {},
                      doc="table sigma at t = 1 + k*(N//n) (= diffusers leading + steps_offset 1), +0"),
         ScheduleSpec("beta", beta, {"alpha": 0.6, "beta": 0.6}, may_shorten=True,
