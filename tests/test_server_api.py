@@ -223,3 +223,10 @@ def test_previews_are_rendered_only_for_watched_jobs(client):
     long_job = {"prompt": PROMPT, "seed": 2, "steps": 40, "batch": 4}  # seconds: time enough to subscribe
     watched = events_of(client, client.post("/iga/v1/generate", json=long_job).json()["job"])
     assert any(kind == "preview" for kind, _ in watched)
+
+
+def test_forges_distilled_cfg_scale_maps_to_distilled_guidance(client):
+    default = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "seed": 1, "distilled_cfg_scale": 3.5})
+    assert default.status_code == 200  # Forge's default stands for "not set", like A1111's CFG 7
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "distilled_cfg_scale": 5.0})
+    assert r.status_code == 422 and "no distilled-guidance input" in r.json()["detail"]

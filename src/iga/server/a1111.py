@@ -37,6 +37,7 @@ CLIENT_DEFAULTS: dict[str, tuple[Any, ...]] = {  # webuiapi 0.9.17 and A1111's o
     "eta": (1.0,),
     "clip_skip": (1,),
     "sd_vae": ("Automatic", "None"),
+    "distilled_cfg_scale": (3.5,),  # Forge's default for Flux
 }
 UNSUPPORTED: dict[str, Any] = {  # field -> the value that means "off"
     "enable_hr": False, "restore_faces": False, "tiling": False, "subseed_strength": 0,
@@ -111,7 +112,8 @@ def translate(payload: dict[str, Any], headers: Any) -> Translation:
 def _literal_fields(overrides: list[str]) -> set[str]:
     """The payload keys an override of these guard fields makes literal."""
     keys = {"sampler": ("sampler",), "schedule": ("scheduler",), "steps": ("steps",), "cfg": ("cfg_scale",),
-            "size": ("width", "height"), "clip_skip": ("clip_skip",), "vae": ("sd_vae",), "eta": ("eta",)}
+            "size": ("width", "height"), "clip_skip": ("clip_skip",), "vae": ("sd_vae",), "eta": ("eta",),
+            "guidance": ("distilled_cfg_scale",)}
     return {k for o in overrides for k in keys.get(o, ())}
 
 
@@ -132,9 +134,10 @@ def _knobs(payload: dict[str, Any], settings: dict[str, Any], literal: set[str],
               "steps": _number(payload, "steps", int), "cfg_scale": _number(payload, "cfg_scale", float),
               "width": _number(payload, "width", int), "height": _number(payload, "height", int),
               "eta": _number(payload, "eta", float),
-              "clip_skip": _number(settings, "CLIP_stop_at_last_layers", int), "sd_vae": settings.get("sd_vae")}
+              "clip_skip": _number(settings, "CLIP_stop_at_last_layers", int), "sd_vae": settings.get("sd_vae"),
+              "distilled_cfg_scale": _number(payload, "distilled_cfg_scale", float)}
     target = {"sampler": "sampler", "scheduler": "schedule", "steps": "steps", "cfg_scale": "cfg", "eta": "eta",
-              "clip_skip": "clip_skip", "sd_vae": "vae"}
+              "clip_skip": "clip_skip", "sd_vae": "vae", "distilled_cfg_scale": "guidance"}
     for key, value in values.items():
         if key in ("width", "height"):
             continue

@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from iga.server.http import POLL_S, Svc, json_object
 from iga.server.service import ApiError, Service
 
-REQUEST_FIELDS = ("prompt", "negative_prompt", "preset", "sampler", "schedule", "steps", "cfg", "seed", "size",
-                  "clip_skip", "eta", "vae", "cfg_variant", "cfg_rescale", "batch", "overrides", "reason")
+REQUEST_FIELDS = ("prompt", "negative_prompt", "preset", "sampler", "schedule", "steps", "cfg", "guidance", "shift",
+                  "seed", "size", "clip_skip", "eta", "vae", "cfg_variant", "cfg_rescale", "batch", "overrides",
+                  "reason")
 BODY_KEYS = frozenset(REQUEST_FIELDS) | {"model", "mode"}
 MAX_AUDIT_TAIL = 500
 
