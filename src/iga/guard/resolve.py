@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -70,6 +71,9 @@ class _Resolver:
         self.findings: list[Finding] = []
         self.overrides: list[OverrideRecord] = []
         self.soft_fields: set[str] = set()
+
+    def refused(self) -> bool:
+        return any(f.outcome == "refused" for f in self.findings)
 
     def info(self, field: str, reason: str, recipe_value: Any = None, requested: Any = None) -> None:
         self.findings.append(Finding(field=field, severity="info", outcome="applied", recipe_value=recipe_value,
@@ -136,39 +140,102 @@ def resolve(
     raises ``KeyError``/``ValueError`` naming the valid choices.
     """
     req = request or Request()
-    if mode not in ("strict", "guarded", "permissive"):
-        raise ValueError(f"unknown mode {mode!r}; choose strict, guarded or permissive")
-    bad = [o for o in req.overrides if o not in OVERRIDABLE]
-    if bad:
-        raise ValueError(f"cannot override {', '.join(bad)}; overridable fields: {', '.join(OVERRIDABLE)}")
+    _check_mode_and_overrides(req, mode)
     model = model or ModelIdentity(name="model")
     no_recipe = recipe is None
     if recipe is None:
         recipe = architecture_default_recipe(model.architecture, detected_prediction, detected_schedule)
     r = _Resolver(recipe, req, mode, no_recipe, _now())
-    if no_recipe:
-        r.info("recipe", f"this checkpoint carries no recipe; resolved against {model.architecture} defaults "
+    arch = model.architecture
+    _check_trust(r, arch, signature, integrity)
+    preset = _preset(r)
+    s = _settings(r, preset)
+    _check_prediction_and_architecture(r, arch, detected_prediction)
+    _check_names(r, s)
+    _check_steps(r, s)
+    _check_cfg(r, s.cfg)
+    guidance = _guidance(r, recipe, req, preset)
+    cfg_variant = _cfg_variant(r, recipe, req, s.sampler)
+    cfg_rescale = _cfg_rescale(r)
+    width, height = _size(r)
+    train = _plan_training_schedule(r, recipe, req, width, height)
+    clip_skip = _clip_skip(r, arch)
+    vae = _vae(r, arch)
+    seeds = _seeds(r)
+    eta, options = _sampler_options(r, s.sampler)
+    sigmas, nfe = _sigmas_unless_refused(r, train, s, options, arch)
+    _note_unused_overrides(r)
+    if r.refused():
+        raise GuardRefused(r.findings)
+
+    plan = Plan(
+        iga_version=__version__, created=r.time, mode=mode, preset=preset.name if preset else None, model=model,
+        prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seeds[0], seeds=seeds,
+        prediction_type=recipe.prediction_type, training_schedule=train, guidance=guidance,
+        sampler=s.sampler, sampler_options=options, eta=eta, schedule=s.schedule,
+        schedule_params=dict(recipe.scheduler.params) if s.schedule == recipe.scheduler.name else {},
+        steps=s.steps, sigmas=sigmas, nfe=nfe, cfg=float(s.cfg), cfg_variant=cfg_variant, cfg_rescale=cfg_rescale,
+        width=width, height=height, clip_skip=clip_skip, vae=vae, findings=r.findings, overrides=r.overrides,
+    )
+    return plan, r.findings
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The four settings a preset can set, and where each came from ("request", "preset '...'" or "recipe")."""
+
+    sampler: str
+    schedule: str
+    steps: Any  # an int once _check_steps has accepted it; anything the request sent until then
+    cfg: Any
+    source: dict[str, str]
+
+    def requested(self, field: str) -> bool:
+        return self.source[field] == "request"
+
+
+def _check_mode_and_overrides(req: Request, mode: Mode) -> None:
+    """Malformed calls are errors, not findings: they name no field of the recipe to judge."""
+    if mode not in ("strict", "guarded", "permissive"):
+        raise ValueError(f"unknown mode {mode!r}; choose strict, guarded or permissive")
+    bad = [o for o in req.overrides if o not in OVERRIDABLE]
+    if bad:
+        raise ValueError(f"cannot override {', '.join(bad)}; overridable fields: {', '.join(OVERRIDABLE)}")
+
+
+def _check_trust(r: _Resolver, architecture: str, signature: str | None,
+                 integrity: list[tuple[str, str]] | None) -> None:
+    """Whether the recipe can be trusted to describe these weights: missing, unsigned, or no longer matching."""
+    if r.no_recipe:
+        r.info("recipe", f"this checkpoint carries no recipe; resolved against {architecture} defaults "
                "(A1111-style: dpmpp_2m + karras, CFG 7, 20 steps). Ask the publisher for a recipe, or embed one "
                "with `iga embed`")
-
     if signature:  # a signature the user demands (--require-signed): no mode runs without it
         r.hard("signature", signature, "signed by a trusted key", None, "ask the publisher for a signed recipe, or "
                "drop --require-signed")
     for name, problem in integrity or ():  # the file no longer matches what its recipe vouches for
-        if name == "hashes" and mode != "strict":  # nothing to compare: not a mismatch, but never silent
+        if name == "hashes" and r.mode != "strict":  # nothing to compare: not a mismatch, but never silent
             r.info("integrity", problem)
-        elif mode == "permissive":
+        elif r.mode == "permissive":
             r.soft("integrity", "integrity", f"{problem}; the recipe may not describe these weights", name, None)
         else:
             r.hard("integrity", problem, name, None, "run `iga verify` on the model, re-embed the recipe if the "
                    "change is yours, or use --mode permissive to run it anyway (recorded)")
 
-    preset = _pick_preset(recipe, req)
-    pname = f"preset {preset.name!r}" if preset else ""
-    if preset and not req.preset:
-        r.info("preset", f"the recipe's default preset {preset.name!r} applies")
 
-    # --- sampler and schedule (a combined legacy label sets both) -------------------------------------------
+def _preset(r: _Resolver) -> Preset | None:
+    """The preset in force; a default preset the request did not name is said out loud."""
+    preset = _pick_preset(r.recipe, r.req)
+    if preset and not r.req.preset:
+        r.info("preset", f"the recipe's default preset {preset.name!r} applies")
+    return preset
+
+
+def _settings(r: _Resolver, preset: Preset | None) -> _Settings:
+    """Sampler, schedule, steps and CFG: the request's, else the preset's, else the recipe's (a combined legacy
+    label such as "DPM++ 2M Karras" sets both sampler and schedule). Values not from the request are noted."""
+    req, recipe = r.req, r.recipe
+    pname = f"preset {preset.name!r}" if preset else ""
     req_sampler, implied = (names.split_combined(req.sampler) if req.sampler else (None, None))
     req_schedule = names.resolve_schedule(req.schedule) if req.schedule else implied
     sampler, s_src = _first((req_sampler, "request"), (preset and preset.sampler, pname),
@@ -177,106 +244,132 @@ def resolve(
                              (recipe.scheduler.name, "recipe"))
     steps, st_src = _first((req.steps, "request"), (preset and preset.steps, pname), (recipe.steps.default, "recipe"))
     cfg, c_src = _first((req.cfg, "request"), (preset and preset.cfg, pname), (recipe.cfg.default, "recipe"))
-    for field, value, src in (("sampler", sampler, s_src), ("schedule", schedule, h_src), ("steps", steps, st_src),
-                              ("cfg", cfg, c_src)):
-        if src != "request":
-            r.info(field, f"{value} (from the {src})", recipe_value=value)
+    s = _Settings(sampler, schedule, steps, cfg, {"sampler": s_src, "schedule": h_src, "steps": st_src, "cfg": c_src})
+    for field, value in (("sampler", sampler), ("schedule", schedule), ("steps", steps), ("cfg", cfg)):
+        if not s.requested(field):
+            r.info(field, f"{value} (from the {s.source[field]})", recipe_value=value)
+    return s
 
-    cons = recipe.constraints
-    pred = recipe.prediction_type
-    if req.prediction_type is not None:
-        asked = PREDICTION_ALIASES.get(req.prediction_type.strip().lower())
+
+def _check_prediction_and_architecture(r: _Resolver, architecture: str, detected_prediction: str | None) -> None:
+    """What the model predicts and what it is are facts about the weights: no mode can override them."""
+    pred, recipe = r.recipe.prediction_type, r.recipe
+    if r.req.prediction_type is not None:
+        asked = PREDICTION_ALIASES.get(r.req.prediction_type.strip().lower())
         if asked is None:
-            raise ValueError(f"unknown prediction type {req.prediction_type!r}; use eps, v, x0 or flow")
+            raise ValueError(f"unknown prediction type {r.req.prediction_type!r}; use eps, v, x0 or flow")
         if asked != pred:
             r.hard("prediction_type", f"the model predicts {pred!r}; treating its output as {asked!r} decodes every "
                    "step wrongly (colour shifts, noise or mush), so this is never allowed", pred, asked,
                    "drop --prediction-type")
-    if detected_prediction and detected_prediction != pred and not no_recipe:
+    # a stand-in recipe was made from the detected facts, so only a real recipe can contradict them
+    if detected_prediction and detected_prediction != pred and not r.no_recipe:
         r.hard("prediction_type", f"the recipe says {pred!r} but the checkpoint's markers say "
                f"{detected_prediction!r}: the recipe does not belong to these weights", pred, detected_prediction,
                "fix the recipe's prediction_type, then re-embed it")
-    if recipe.architecture and model.architecture not in ("unknown", recipe.architecture) and not no_recipe:
+    if recipe.architecture and architecture not in ("unknown", recipe.architecture) and not r.no_recipe:
         r.hard("architecture", f"the recipe is for {recipe.architecture!r} but the weights are "
-               f"{model.architecture!r}", recipe.architecture, model.architecture, "use the recipe made for this model")
+               f"{architecture!r}", recipe.architecture, architecture, "use the recipe made for this model")
 
-    for field, value, forbidden, allowed, kind in (
-        ("sampler", sampler, cons.forbid_samplers, cons.allow_samplers, "sampler"),
-        ("schedule", schedule, cons.forbid_schedules, cons.allow_schedules, "schedule"),
+
+def _check_names(r: _Resolver, s: _Settings) -> None:
+    """Sampler and schedule against the recipe: forbidden or outside its allow-list is hard; merely different from
+    the recipe's is soft, and only when the request chose it (presets are validated with the recipe)."""
+    cons, recipe = r.recipe.constraints, r.recipe
+    for field, value, forbidden, allowed, native in (
+        ("sampler", s.sampler, cons.forbid_samplers, cons.allow_samplers, recipe.sampler.name),
+        ("schedule", s.schedule, cons.forbid_schedules, cons.allow_schedules, recipe.scheduler.name),
     ):
-        native = recipe.sampler.name if kind == "sampler" else recipe.scheduler.name
         if value in forbidden:
-            why = _WHY_FORBIDDEN.get((kind, value, pred)) or _WHY_FORBIDDEN.get((kind, value, None)) or \
+            why = _WHY_FORBIDDEN.get((field, value, recipe.prediction_type)) or \
+                _WHY_FORBIDDEN.get((field, value, None)) or \
                 "the model's publisher tested it and forbids it for this checkpoint"
             r.hard(field, f"{value} is forbidden by this model's recipe: {why}", native, value,
-                   f"use {native} (the recipe's {kind}) or a preset")
+                   f"use {native} (the recipe's {field}) or a preset")
         elif allowed is not None and value not in allowed:
-            r.hard(field, f"{value} is not among the {kind}s this recipe allows ({', '.join(allowed)})", native,
+            r.hard(field, f"{value} is not among the {field}s this recipe allows ({', '.join(allowed)})", native,
                    value, f"choose one of: {', '.join(allowed)}")
-        elif value != native and not no_recipe and (field == "sampler" and s_src == "request"
-                                                       or field == "schedule" and h_src == "request"):
-            r.soft(field, field, f"{value} is not the recipe's {kind} {native}; results will differ from what the "
+        elif value != native and not r.no_recipe and s.requested(field):
+            r.soft(field, field, f"{value} is not the recipe's {field} {native}; results will differ from what the "
                    "publisher validated", native, value, f"use {native}, or a preset")
 
-    # --- steps ------------------------------------------------------------------------------------------------
+
+def _check_steps(r: _Resolver, s: _Settings) -> None:
+    """Step counts (and sigma lists) that cannot run are hard, whatever the mode; runnable ones go on to the
+    recipe's range."""
+    recipe, steps, sigmas = r.recipe, s.steps, r.req.sigmas
     grid = recipe.scheduler.grid
     if isinstance(steps, int) and steps > MAX_PLAN_STEPS:
         r.hard("steps", f"{steps} steps is more than iga runs ({MAX_PLAN_STEPS})", recipe.steps.default, steps,
                f"use at most {MAX_PLAN_STEPS} steps")
-    elif req.sigmas is not None and len(req.sigmas) > MAX_PLAN_STEPS + 1:
-        r.hard("sigmas", f"{len(req.sigmas)} sigmas is more than iga runs ({MAX_PLAN_STEPS + 1})", None,
-               len(req.sigmas), f"use at most {MAX_PLAN_STEPS + 1} sigmas")
+    elif sigmas is not None and len(sigmas) > MAX_PLAN_STEPS + 1:
+        r.hard("sigmas", f"{len(sigmas)} sigmas is more than iga runs ({MAX_PLAN_STEPS + 1})", None,
+               len(sigmas), f"use at most {MAX_PLAN_STEPS + 1} sigmas")
     elif not isinstance(steps, int) or steps < 1:
         r.hard("steps", f"{steps} steps cannot run: at least 1 step is needed", recipe.steps.default, steps,
                f"use {recipe.steps.default}")
-    elif schedule == "explicit" and grid and steps > len(grid) - 1:
+    elif s.schedule == "explicit" and grid and steps > len(grid) - 1:
         r.hard("steps", f"the recipe's explicit grid has {len(grid) - 1} steps; it can be subsampled but not "
                "refined", len(grid) - 1, steps, f"use at most {len(grid) - 1} steps")
-    elif schedule == "turbo" and steps > 10:
+    elif s.schedule == "turbo" and steps > 10:
         r.hard("steps", "the turbo schedule has at most 10 steps", None, steps, "use 1-10 steps")
-    else:  # presets and defaults are validated with the recipe, so only requested values can trip these
-        lo, hi = recipe.steps.min, recipe.steps.max
-        allowed = recipe.allowed_steps()
-        if not lo <= steps <= hi:
-            near = min(max(steps, lo), hi)
-            r.soft("steps", "steps", f"{steps} steps is outside the recipe's range {lo}..{hi}",
-                   recipe.steps.default, steps, f"use {near} (the nearest allowed)")
-        elif allowed is not None and steps not in allowed:
-            below = [a for a in allowed if a < steps]
-            above = [a for a in allowed if a > steps]
-            near = [str(x) for x in (below[-1:] + above[:1])]
-            r.soft("steps", "steps", f"{steps} steps is off the allowed subsample {allowed}: the schedule is only "
-                   "validated at those counts", recipe.steps.default, steps,
-                   f"the nearest allowed are {' and '.join(near)}")
-
-    # --- cfg and distilled guidance -------------------------------------------------------------------------
-    if not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
-        r.hard("cfg", f"CFG {cfg} cannot work: it must be a finite number >= 0", recipe.cfg.default, cfg,
-               f"use {recipe.cfg.default}")
-    elif recipe.guidance is not None and not recipe.cfg.min <= cfg <= recipe.cfg.max:
-        g = recipe.guidance.default
-        r.soft("cfg", "cfg", f"CFG {cfg} on a guidance-distilled model: it follows the prompt through its "
-               f"distilled guidance (the recipe's {g:g}) and was trained at CFG {recipe.cfg.default:g}; real CFG "
-               "adds a second model call per step and burns the image", recipe.cfg.default, cfg,
-               f"use CFG {recipe.cfg.default:g} and set the strength as distilled guidance (e.g. guidance {g:g}; "
-               "Forge: Distilled CFG Scale, ComfyUI: FluxGuidance)")
     else:
-        lo, hi = recipe.cfg.min, recipe.cfg.max
-        if not lo <= cfg <= hi:
-            r.soft("cfg", "cfg", f"CFG {cfg} is outside the recipe's range {lo}..{hi}; too low loses the prompt, "
-                   "too high burns colours and detail", recipe.cfg.default, cfg,
-                   f"use {min(max(cfg, lo), hi)} (the nearest allowed)")
-    guidance = _guidance(r, recipe, req, preset)
-    cfg_variant = _cfg_variant(r, recipe, req, sampler)
-    cfg_rescale = req.cfg_rescale if req.cfg_rescale is not None else recipe.cfg.rescale
-    if not 0.0 <= cfg_rescale <= 1.0:
-        r.hard("cfg_rescale", "guidance rescale is a blend factor in [0, 1]", recipe.cfg.rescale, cfg_rescale,
-               "use 0.0-1.0 (0.7 is typical)")
+        _check_steps_against_recipe(r, steps)
 
-    # --- size ----------------------------------------------------------------------------------------------------
-    res = recipe.resolution
+
+def _check_steps_against_recipe(r: _Resolver, steps: int) -> None:
+    """Outside the recipe's range or off its validated subsample is soft. Presets and defaults are validated with
+    the recipe, so only requested values can trip these."""
+    recipe = r.recipe
+    lo, hi = recipe.steps.min, recipe.steps.max
+    allowed = recipe.allowed_steps()
+    if not lo <= steps <= hi:
+        near = min(max(steps, lo), hi)
+        r.soft("steps", "steps", f"{steps} steps is outside the recipe's range {lo}..{hi}",
+               recipe.steps.default, steps, f"use {near} (the nearest allowed)")
+    elif allowed is not None and steps not in allowed:
+        below = [a for a in allowed if a < steps]
+        above = [a for a in allowed if a > steps]
+        near_list = [str(x) for x in (below[-1:] + above[:1])]
+        r.soft("steps", "steps", f"{steps} steps is off the allowed subsample {allowed}: the schedule is only "
+               "validated at those counts", recipe.steps.default, steps,
+               f"the nearest allowed are {' and '.join(near_list)}")
+
+
+def _check_cfg(r: _Resolver, cfg: Any) -> None:
+    """CFG that cannot work is hard; outside the recipe's range is soft, with its own explanation on a
+    guidance-distilled model, where CFG is not the prompt-strength knob users expect."""
+    c = r.recipe.cfg
+    if not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
+        r.hard("cfg", f"CFG {cfg} cannot work: it must be a finite number >= 0", c.default, cfg, f"use {c.default}")
+    elif r.recipe.guidance is not None and not c.min <= cfg <= c.max:
+        g = r.recipe.guidance.default
+        r.soft("cfg", "cfg", f"CFG {cfg} on a guidance-distilled model: it follows the prompt through its "
+               f"distilled guidance (the recipe's {g:g}) and was trained at CFG {c.default:g}; real CFG "
+               "adds a second model call per step and burns the image", c.default, cfg,
+               f"use CFG {c.default:g} and set the strength as distilled guidance (e.g. guidance {g:g}; "
+               "Forge: Distilled CFG Scale, ComfyUI: FluxGuidance)")
+    elif not c.min <= cfg <= c.max:
+        r.soft("cfg", "cfg", f"CFG {cfg} is outside the recipe's range {c.min}..{c.max}; too low loses the prompt, "
+               "too high burns colours and detail", c.default, cfg,
+               f"use {min(max(cfg, c.min), c.max)} (the nearest allowed)")
+
+
+def _cfg_rescale(r: _Resolver) -> float:
+    """Guidance rescale: the request's, else the recipe's; it is a blend factor, so only [0, 1] means anything."""
+    rescale = r.req.cfg_rescale if r.req.cfg_rescale is not None else r.recipe.cfg.rescale
+    if not 0.0 <= rescale <= 1.0:
+        r.hard("cfg_rescale", "guidance rescale is a blend factor in [0, 1]", r.recipe.cfg.rescale, rescale,
+               "use 0.0-1.0 (0.7 is typical)")
+    return rescale
+
+
+def _size(r: _Resolver) -> tuple[int, int]:
+    """Width and height: the request's, else the recipe's preferred size. Sizes the latent grid or iga cannot
+    take are hard; above the recipe's maximum is soft (the model was not trained that large)."""
+    res = r.recipe.resolution
     default_size = res.preferred[0] if res and res.preferred else "512x512"
-    size_text = req.size or default_size
+    size_text = r.req.size or default_size
     try:
         width, height = parse_size(size_text)
     except ValueError as e:
@@ -288,20 +381,22 @@ def resolve(
     elif width * height > MAX_PLAN_PIXELS:
         r.hard("size", f"{size_text} is {width * height / 1e6:.0f} megapixels, more than iga renders "
                f"({MAX_PLAN_PIXELS / 1e6:.0f})", default_size, size_text, "use at most 4096x4096")
-    elif req.size is None:
+    elif r.req.size is None:
         r.info("size", f"{size_text} (the recipe's preferred size)", default_size)
     elif res and res.max:
         mw, mh = parse_size(res.max)
         if width > mw or height > mh:
             r.soft("size", "size", f"{size_text} is above the recipe's maximum {res.max}; expect duplicated "
                    "subjects and broken composition", res.max, size_text, f"use at most {res.max}")
+    return width, height
 
-    train = _plan_training_schedule(r, recipe, req, width, height)
 
-    # --- clip skip, VAE -------------------------------------------------------------------------------------------
+def _clip_skip(r: _Resolver, architecture: str) -> int:
+    """Clip skip: the request's, else the recipe's, else 1 (none); a model without CLIP layers takes only 1."""
+    req, recipe = r.req, r.recipe
     clip_skip = req.clip_skip if req.clip_skip is not None else (recipe.clip_skip or 1)
-    if clip_skip != 1 and not has_component(model.architecture, "clip_skip"):
-        r.hard("clip_skip", f"{model.architecture} models have no CLIP text-encoder layers to skip; clip skip "
+    if clip_skip != 1 and not has_component(architecture, "clip_skip"):
+        r.hard("clip_skip", f"{architecture} models have no CLIP text-encoder layers to skip; clip skip "
                f"{clip_skip} would be recorded but could not apply", 1, clip_skip, "drop --clip-skip")
     elif clip_skip < 1:
         r.hard("clip_skip", "clip skip counts layers from the end and starts at 1 (no skip)", recipe.clip_skip,
@@ -309,12 +404,21 @@ def resolve(
     elif req.clip_skip is not None and recipe.clip_skip is not None and req.clip_skip != recipe.clip_skip:
         r.soft("clip_skip", "clip_skip", f"clip skip {req.clip_skip} differs from the recipe's {recipe.clip_skip}; "
                "the text encoder layer changes what the prompt means to the model", recipe.clip_skip, req.clip_skip)
-    if req.vae is not None and not has_component(model.architecture, "vae"):
-        r.hard("vae", f"{model.architecture} models sample pixels and have no VAE to replace", None, req.vae,
-               "drop --vae")
-    vae = _resolve_vae(r, recipe, req)
+    return clip_skip
 
-    # --- seeds, batch, eta -----------------------------------------------------------------------------------------
+
+def _vae(r: _Resolver, architecture: str) -> VaeIdentity | None:
+    """The VAE; asking for one on a pixel-space model is hard (there is none to replace)."""
+    if r.req.vae is not None and not has_component(architecture, "vae"):
+        r.hard("vae", f"{architecture} models sample pixels and have no VAE to replace", None, r.req.vae,
+               "drop --vae")
+    return _resolve_vae(r, r.recipe, r.req)
+
+
+def _seeds(r: _Resolver) -> list[int]:
+    """One seed per image: the request's list, else consecutive seeds from its seed (A1111's convention), else from
+    a random one, said out loud so the image can be reproduced. Batch size and seed range are checked here too."""
+    req = r.req
     if not 1 <= req.batch <= MAX_BATCH:
         r.hard("batch", f"batch {req.batch} is outside 1..{MAX_BATCH}", None, req.batch, "use a batch of 1-64")
     seeds = list(req.seeds) if req.seeds else None
@@ -322,42 +426,42 @@ def resolve(
         seed = req.seed if req.seed is not None else secrets.randbelow(2**32)
         if req.seed is None:
             r.info("seed", f"random seed {seed} (record it to reproduce the image)")
-        seeds = [seed + k for k in range(max(1, req.batch))]  # A1111 convention: consecutive seeds
+        seeds = [seed + k for k in range(max(1, req.batch))]
     bad_seeds = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad_seeds:
         r.hard("seed", f"seed {bad_seeds[0]} is outside 0..2^64-1", None, bad_seeds[0], "use a non-negative seed")
-    # the recipe's sampler options (eta included) belong to its sampler; another sampler starts from none
-    native = sampler == recipe.sampler.name
-    eta = req.eta if req.eta is not None else (recipe.sampler.params.get("eta") if native else None)
-    options = {k: v for k, v in recipe.sampler.params.items() if k not in ("order", "eta")} if native else {}
+    return seeds
+
+
+def _sampler_options(r: _Resolver, sampler: str) -> tuple[float | None, dict[str, Any]]:
+    """(eta, sampler options). The recipe's sampler options (eta included) belong to its sampler; another sampler
+    starts from none. A requested eta applies to whichever sampler runs."""
+    params = r.recipe.sampler.params
+    native = sampler == r.recipe.sampler.name
+    eta = r.req.eta if r.req.eta is not None else (params.get("eta") if native else None)
+    options = {k: v for k, v in params.items() if k not in ("order", "eta")} if native else {}
     if eta is not None:
         options["eta"] = eta
+    return eta, options
 
-    # --- sampler capabilities, options, sigma list, NFE ------------------------------------------------------------
-    sigmas: list[float] = []
-    nfe: int | None = None
-    if not any(f.outcome == "refused" for f in r.findings):
-        _check_sampler(r, sampler, options)
-    if not any(f.outcome == "refused" for f in r.findings):
-        sigmas, nfe = _sigmas_and_nfe(r, recipe, train, sampler, schedule, steps, pred, model.architecture,
-                                      req.sigmas)
 
-    for o in req.overrides:
+def _sigmas_unless_refused(r: _Resolver, train: dict[str, Any], s: _Settings, options: dict[str, Any],
+                           architecture: str) -> tuple[list[float], int | None]:
+    """The sampler's checks and its sigma list, each only while nothing is refused: they build on settings that
+    must already be valid (a refused step count has no sigma list)."""
+    if not r.refused():
+        _check_sampler(r, s.sampler, options)
+    if r.refused():
+        return [], None
+    return _sigmas_and_nfe(r, r.recipe, train, s.sampler, s.schedule, s.steps, r.recipe.prediction_type,
+                           architecture, r.req.sigmas)
+
+
+def _note_unused_overrides(r: _Resolver) -> None:
+    """An override that nothing needed is harmless but worth saying: it may mean a typo in another field."""
+    for o in r.req.overrides:
         if o not in r.soft_fields:
             r.info(o, f"an override of {o} was asked for but nothing needed overriding")
-    if any(f.outcome == "refused" for f in r.findings):
-        raise GuardRefused(r.findings)
-
-    plan = Plan(
-        iga_version=__version__, created=r.time, mode=mode, preset=preset.name if preset else None, model=model,
-        prompt=req.prompt, negative_prompt=req.negative_prompt, seed=seeds[0], seeds=seeds,
-        prediction_type=pred, training_schedule=train, guidance=guidance,
-        sampler=sampler, sampler_options=options, eta=eta, schedule=schedule,
-        schedule_params=dict(recipe.scheduler.params) if schedule == recipe.scheduler.name else {},
-        steps=steps, sigmas=sigmas, nfe=nfe, cfg=float(cfg), cfg_variant=cfg_variant, cfg_rescale=cfg_rescale,
-        width=width, height=height, clip_skip=clip_skip, vae=vae, findings=r.findings, overrides=r.overrides,
-    )
-    return plan, r.findings
 
 
 def _guidance(r: _Resolver, recipe: Recipe, req: Request, preset: Preset | None) -> float | None:
