@@ -295,3 +295,14 @@ def test_a_demo_checkpoint_without_a_recipe_resolves_on_the_schedule_and_size_it
     assert plan.model.recipe_source == "none"
     assert plan.prediction_type == "v" and plan.training_schedule["kind"] == "linear"
     assert (plan.width, plan.height) == (32, 32)
+
+
+def test_explicit_schedule_without_a_grid_is_refused_not_a_crash():
+    from iga.guard.source import describe_model
+    from iga.paths import DEMO_MODEL
+
+    recipe = describe_model(DEMO_MODEL).recipe
+    with pytest.raises(GuardRefused) as e:
+        resolve(recipe, Request(schedule="explicit", overrides=["schedule"], seed=0), "guarded")
+    [f] = [f for f in e.value.findings if f.outcome == "refused"]
+    assert f.field == "schedule" and f.severity == "hard" and "has none" in f.reason

@@ -618,6 +618,10 @@ def _sigmas_and_nfe(r: _Resolver, recipe: Recipe, train: dict[str, Any], sampler
         else:
             n = steps + 1 if spec.discard_penultimate else steps
             params = dict(recipe.scheduler.params) if schedule == recipe.scheduler.name else {}
+            if schedule == "explicit" and not recipe.scheduler.grid:
+                r.hard("schedule", "the explicit schedule walks the recipe's own sigma grid, and this recipe has "
+                       "none", recipe.scheduler.name, schedule, f"use {recipe.scheduler.name} (the recipe's schedule)")
+                return [], None
             if schedule == "explicit":
                 sig = S.explicit_grid(recipe.scheduler.grid, n)
             else:
