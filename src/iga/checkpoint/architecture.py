@@ -1,7 +1,15 @@
 """Architecture and prediction-type detection from a safetensors header (names and shapes; no tensor data).
 
-Architectures: ``sd1``, ``sd2``, ``sdxl`` (base), ``sdxl_refiner``, ``demo`` (``__metadata__["iga.architecture"] ==
-"demo"`` or tensors named ``demo.*``), else ``unknown``.
+Architectures: ``sd1``, ``sd2``, ``sdxl`` (base), ``sdxl_refiner``, ``sd3``, ``flux``, ``demo``
+(``__metadata__["iga.architecture"] == "demo"`` or tensors named ``demo.*``), else ``unknown``.
+
+SD3 and Flux are recognised by their transformer keys (rank 1), in the original layout (SD3's
+``joint_blocks.N.x_block``, Flux's ``double_blocks.N.img_attn``; bare or under ``model.diffusion_model.``) or
+diffusers' (``transformer_blocks.N.attn.add_q_proj`` with ``pos_embed.proj`` for SD3, ``x_embedder`` and
+``single_transformer_blocks`` for Flux; bare or under ``transformer.``). ``ArchitectureInfo.variant`` says
+``dev`` (a guidance embedding: ``guidance_in`` / ``time_text_embed.guidance_embedder``) or ``schnell`` (none)
+for Flux, ``3.5`` for an SD3 transformer with q/k norms (3.5 large/medium) and ``3`` without; both families
+get the prediction hint ``flow``.
 
 Evidence, strongest first:
 
@@ -36,7 +44,7 @@ from typing import Any
 
 from iga.checkpoint.header import SafetensorsHeader, TensorInfo, read_header
 
-ARCHITECTURES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "demo", "unknown")
+ARCHITECTURES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux", "demo", "unknown")
 
 _CROSS_DIM = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 _ADM_IN = {2816: "sdxl", 2560: "sdxl_refiner"}
@@ -47,7 +55,14 @@ _MODELSPEC_ARCH = {
     "stable-diffusion-v2": "sd2",
     "stable-diffusion-xl-v1-base": "sdxl",
     "stable-diffusion-xl-v1-refiner": "sdxl_refiner",
+    "stable-diffusion-v3-medium": "sd3",
+    "stable-diffusion-v3.5-medium": "sd3",
+    "stable-diffusion-v3.5-large": "sd3",
+    "stable-diffusion-v3.5-large-turbo": "sd3",
+    "flux-1-dev": "flux",
+    "flux-1-schnell": "flux",
 }
+_FLOW_FAMILIES = ("sd3", "flux")
 _PRED_WORDS = {
     "epsilon": "eps",
     "eps": "eps",
@@ -102,6 +117,8 @@ class ArchitectureInfo:
     """Parts present in the file: unet, text_encoder, text_encoder_2, vae."""
     conflicts: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    variant: str | None = None
+    """Flux: ``dev`` (guidance embedding present) or ``schnell`` (absent); SD3: ``3.5`` (q/k norms) or ``3``."""
 
     @property
     def prediction_type(self) -> str | None:
@@ -127,6 +144,7 @@ class ArchitectureInfo:
             "prediction_hints": [h.to_dict() for h in self.prediction_hints],
             "conflicts": list(self.conflicts),
             "notes": list(self.notes),
+            "variant": self.variant,
         }
 
 
@@ -134,16 +152,21 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
     """Classify a checkpoint from its header (a parsed header, a .safetensors path, or a diffusers folder).
 
     A diffusers folder is read through ``unet/diffusion_pytorch_model(.fp16).safetensors``; without one the answer
-    is "unknown" with a note (its JSON configs are the models package's business).
+    is "unknown" with a note (its JSON configs are the models package's business), except SD3/Flux folders,
+    whose ``model_index.json`` pipeline class names the family (prediction type "flow").
     """
     if isinstance(source, SafetensorsHeader):
         header = source
     else:
         p = os.fspath(source)
         if os.path.isdir(p):
+            flow = _diffusers_flow_folder(p)
+            if flow is not None:
+                return flow
             unet = _diffusers_unet_file(p)
             if unet is None:
-                note = "folder has no unet/diffusion_pytorch_model(.fp16).safetensors to read the UNet layout from"
+                note = ("folder has no unet/ or transformer/diffusion_pytorch_model(.fp16).safetensors to read the "
+                        "model layout from")
                 return ArchitectureInfo("unknown", "unknown", (), (), notes=(note,))
             header = read_header(unet)
         else:
@@ -159,10 +182,16 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
     if demo_names:
         evidence.append(Evidence(demo_names[0], f"{len(demo_names)} tensors named demo.*", "demo", 0))
 
-    layout, unet_prefix = _unet_layout(tensors)
-    components = _components(tensors, layout)
-    if unet_prefix is not None:
-        evidence.extend(_unet_evidence(tensors, unet_prefix, layout, notes))
+    flow = _flow_transformer(tensors)
+    variant = None
+    if flow is not None:
+        layout, flow_evidence, variant, components = flow
+        evidence.extend(flow_evidence)
+    else:
+        layout, unet_prefix = _unet_layout(tensors)
+        components = _components(tensors, layout)
+        if unet_prefix is not None:
+            evidence.extend(_unet_evidence(tensors, unet_prefix, layout, notes))
     evidence.extend(_text_encoder_evidence(tensors))
     evidence.extend(_metadata_evidence(metadata))
 
@@ -181,14 +210,20 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
         for e in evidence
         if e.suggests and e.suggests != architecture and architecture != "unknown"
     )
+    hints = prediction_hints(header)
+    if architecture in _FLOW_FAMILIES:  # both are rectified-flow (velocity) models; no marker says so
+        hints.append(PredictionHint("prediction_type", "flow", f"architecture {architecture} (rectified flow)"))
+        if variant:
+            notes.append(_VARIANT_NOTES.get((architecture, variant), f"{architecture} {variant}"))
     return ArchitectureInfo(
         architecture=architecture,
         layout=layout,
         evidence=tuple(evidence),
-        prediction_hints=tuple(prediction_hints(header)),
+        prediction_hints=tuple(hints),
         components=components,
         conflicts=conflicts,
         notes=tuple(notes),
+        variant=variant if architecture in _FLOW_FAMILIES else None,
     )
 
 
@@ -358,14 +393,123 @@ def _metadata_evidence(md: Mapping[str, str]) -> list[Evidence]:
     return out
 
 
+_FLOW_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
+
+
+def _diffusers_flow_folder(folder: str) -> ArchitectureInfo | None:
+    """SD3/Flux diffusers folders have no UNet: their model_index.json pipeline class names the family."""
+    index_path = os.path.join(folder, "model_index.json")
+    try:
+        if os.path.getsize(index_path) > 1 << 20:
+            return None
+        with open(index_path, encoding="utf-8") as fh:
+            index = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    cls = index.get("_class_name") if isinstance(index, dict) else None
+    arch = _FLOW_PIPELINES.get(cls) if isinstance(cls, str) else None
+    if arch is None:
+        return None
+    parts = tuple(k for k in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+                  if index.get(k) not in (None, [None, None]))
+    return ArchitectureInfo(arch, "diffusers",
+                            (Evidence("model_index.json", f"pipeline class {cls}", arch, 0),),
+                            (PredictionHint("prediction_type", "flow", "model_index.json (rectified flow)"),),
+                            components=parts)
+
+
 def _diffusers_unet_file(folder: str) -> str | None:
-    for name in (
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.fp16.safetensors",
-    ):
-        candidate = os.path.join(folder, "unet", name)
-        if os.path.isfile(candidate):
-            return candidate
+    """The UNet's (or, for SD3/Flux folders, the transformer's) weights file; the first shard of a sharded one."""
+    for sub in ("unet", "transformer"):
+        for name in (
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.fp16.safetensors",
+            "diffusion_pytorch_model-00001-of-00002.safetensors",
+            "diffusion_pytorch_model-00001-of-00003.safetensors",
+        ):
+            candidate = os.path.join(folder, sub, name)
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+_VARIANT_NOTES = {
+    ("flux", "dev"): "Flux dev: guidance-distilled (a guidance embedding is present; guidance is a model input)",
+    ("flux", "schnell"): "Flux schnell-like: no guidance embedding (timestep-distilled or base model)",
+    ("sd3", "3.5"): "SD3.5: the transformer has q/k norms",
+    ("sd3", "3"): "SD3 (3.0): no q/k norms",
+}
+_FLOW_ORIGINAL_PREFIXES = ("", "model.diffusion_model.")
+_FLOW_DIFFUSERS_PREFIXES = ("", "transformer.", "model.diffusion_model.")
+_SD3_TEXT = {"text_encoders.clip_l.": "text_encoder", "text_encoders.clip_g.": "text_encoder_2",
+             "text_encoders.t5xxl.": "text_encoder_3"}
+
+
+def _flow_transformer(tensors: Mapping[str, TensorInfo]
+                      ) -> tuple[str, list[Evidence], str | None, tuple[str, ...]] | None:
+    """(layout, evidence, variant, components) when the file holds an SD3 or Flux transformer, else None."""
+    found = _flow_original(tensors) or _flow_diffusers(tensors)
+    if found is None:
+        return None
+    layout, _arch, _prefix, ev, variant = found
+    names = tensors.keys()
+    components = ["transformer"]
+    if any(n.startswith("first_stage_model.") for n in names):
+        components.append("vae")
+    for p, comp in _SD3_TEXT.items():
+        if any(n.startswith(p) for n in names):
+            components.append(comp)
+    return layout, ev, variant, tuple(components)
+
+
+def _block_count(tensors: Mapping[str, TensorInfo], prefix: str) -> int:
+    return len({n[len(prefix):].split(".", 1)[0] for n in tensors if n.startswith(prefix)})
+
+
+def _width(tensors: Mapping[str, TensorInfo], name: str) -> str:
+    t = tensors.get(name)
+    return f"width {t.shape[0]}" if t is not None and t.shape else "width ?"
+
+
+def _flow_original(tensors: Mapping[str, TensorInfo]) -> tuple[str, str, str, list[Evidence], str | None] | None:
+    for p in _FLOW_ORIGINAL_PREFIXES:
+        qkv = f"{p}double_blocks.0.img_attn.qkv.weight"
+        if qkv in tensors:
+            dev = f"{p}guidance_in.in_layer.weight" in tensors
+            detail = (f"Flux transformer, original layout: {_block_count(tensors, p + 'double_blocks.')} double + "
+                      f"{_block_count(tensors, p + 'single_blocks.')} single blocks, "
+                      f"{_width(tensors, p + 'img_in.weight')}"
+                      f", {'with' if dev else 'no'} guidance_in")
+            return "ldm", "flux", p, [Evidence(qkv, detail, "flux", 1)], "dev" if dev else "schnell"
+        qkv = f"{p}joint_blocks.0.x_block.attn.qkv.weight"
+        if qkv in tensors:
+            qk = f"{p}joint_blocks.0.x_block.attn.ln_q.weight" in tensors
+            dual = sum(1 for n in tensors
+                       if n.startswith(p + "joint_blocks.") and n.endswith("x_block.attn2.qkv.weight"))
+            detail = (f"SD3 MMDiT, original layout: {_block_count(tensors, p + 'joint_blocks.')} joint blocks, "
+                      f"{_width(tensors, p + 'x_embedder.proj.weight')}"
+                      + (f", dual attention in {dual} blocks" if dual else ""))
+            return "ldm", "sd3", p, [Evidence(qkv, detail, "sd3", 1)], "3.5" if qk else "3"
+    return None
+
+
+def _flow_diffusers(tensors: Mapping[str, TensorInfo]) -> tuple[str, str, str, list[Evidence], str | None] | None:
+    for p in _FLOW_DIFFUSERS_PREFIXES:
+        joint = f"{p}transformer_blocks.0.attn.add_q_proj.weight"
+        if joint not in tensors:
+            continue
+        depth = _block_count(tensors, p + "transformer_blocks.")
+        if f"{p}pos_embed.proj.weight" in tensors:
+            qk = f"{p}transformer_blocks.0.attn.norm_q.weight" in tensors
+            width = _width(tensors, p + "pos_embed.proj.weight")
+            detail = f"SD3 transformer, diffusers layout: {depth} blocks, {width}"
+            return "diffusers", "sd3", p, [Evidence(joint, detail, "sd3", 1)], "3.5" if qk else "3"
+        if f"{p}x_embedder.weight" in tensors:
+            dev = f"{p}time_text_embed.guidance_embedder.linear_1.weight" in tensors
+            detail = (f"Flux transformer, diffusers layout: {depth} double + "
+                      f"{_block_count(tensors, p + 'single_transformer_blocks.')} single blocks, "
+                      f"{_width(tensors, p + 'x_embedder.weight')}, {'with' if dev else 'no'} guidance embedder")
+            return "diffusers", "flux", p, [Evidence(joint, detail, "flux", 1)], "dev" if dev else "schnell"
     return None
 
 

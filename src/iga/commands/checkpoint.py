@@ -48,10 +48,11 @@ def inspect_command(
       path          the path as given
       file_size     bytes
       header        {length: N, json_length, slack: free bytes for in-place edits, data_start: 8+N}
-      architecture  {architecture: sd1|sd2|sdxl|sdxl_refiner|demo|unknown, layout: ldm|diffusers|demo|unknown,
-                     components: [...], prediction_type: eps|v|null (when all hints agree),
+      architecture  {architecture: sd1|sd2|sdxl|sdxl_refiner|sd3|flux|demo|unknown, layout: ldm|diffusers|demo|unknown,
+                     components: [...], prediction_type: eps|v|flow|null (when all hints agree),
                      zero_terminal_snr: true|false|null, evidence: [{source, detail, suggests, rank}],
-                     prediction_hints: [{kind, value, source}], conflicts: [...], notes: [...]}
+                     prediction_hints: [{kind, value, source}], conflicts: [...], notes: [...],
+                     variant: dev|schnell (flux), 3|3.5 (sd3), else null}
       recipe        null, or {origin: embedded|sidecar, path, raw: {...} (as stored), valid: true|false|null
                      (null when the recipe validator is unavailable), normalized: {...}|null, issues: [str],
                      warnings: [str]}

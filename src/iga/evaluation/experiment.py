@@ -47,7 +47,7 @@ def open_model(spec: ExperimentSpec) -> ModelSource:
 def effective_recipe(source: ModelSource) -> Recipe:
     """The model's recipe, or the architecture stand-in the guard resolves against when it has none."""
     return source.recipe or architecture_default_recipe(source.identity.architecture, source.detected_prediction,
-                                                       source.declared_schedule)
+                                                       source.declared_schedule, source.identity.variant)
 
 
 def axis_values(axis: str, values: Any, recipe: Recipe) -> list[Any]:

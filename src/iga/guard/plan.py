@@ -78,6 +78,7 @@ class ModelIdentity(BaseModel):
     path: str | None = Field(None, description="the model's local path: recorded only when the user opts in "
                              "(IGA_RECORD_MODEL_PATH=1), so shared images do not reveal local folders")
     architecture: str = "unknown"
+    variant: str | None = Field(None, description="within a family: Flux dev/schnell, SD3 3/3.5")
     weights_sha256: str | None = None
     weights_files: list[str] | None = Field(None, description="a folder's .safetensors files its weights_sha256 "
                                             "covers (relative paths)")

@@ -144,7 +144,8 @@ def resolve(
     model = model or ModelIdentity(name="model")
     no_recipe = recipe is None
     if recipe is None:
-        recipe = architecture_default_recipe(model.architecture, detected_prediction, detected_schedule)
+        recipe = architecture_default_recipe(model.architecture, detected_prediction, detected_schedule,
+                                             model.variant)
     r = _Resolver(recipe, req, mode, no_recipe, _now())
     arch = model.architecture
     _check_trust(r, arch, signature, integrity)

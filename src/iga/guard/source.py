@@ -71,11 +71,12 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
     p = os.fspath(path)
     header = read_header(p) if os.path.isfile(p) else None  # read once: architecture and integrity both use it
     arch = detect_architecture(header if header is not None else p)
-    architecture, prediction = arch.architecture, arch.prediction_type
+    architecture, prediction, variant = arch.architecture, arch.prediction_type, arch.variant
     if os.path.isdir(p):  # a diffusers folder declares its family and prediction type in its config files
         folder_arch, folder_pred = folder_markers(p)
         architecture = architecture if architecture != "unknown" else folder_arch
         prediction = prediction or folder_pred
+        variant = variant or folder_variant(p, architecture)
     src = find_recipe(p)
     recipe, issues, origin, rsha = None, [], "none", None
     notes = list(src.warnings) if src else []
@@ -88,6 +89,7 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
         name=Path(p).stem if is_file else Path(p).name,
         path=str(Path(p).resolve()) if os.environ.get(RECORD_PATH_ENV) == "1" else None,
         architecture=architecture,
+        variant=variant,
         weights_sha256=weights_sha256(p, use_cache=not rehash) if is_file else folder_hash,
         weights_files=folder_files,
         file_sha256=file_sha256(p) if is_file and file_hash else None,
@@ -96,8 +98,9 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
     )
     if ident.file_sha256:
         ident.autov2 = ident.file_sha256[:10]
-    out = ModelSource(p, ident, recipe, issues, prediction, notes + list(arch.notes),
-                      declared_training_schedule(p) if is_file else None)
+    declared = flow_training_schedule(p, architecture, variant) or (declared_training_schedule(p) if is_file
+                                                                      else None)
+    out = ModelSource(p, ident, recipe, issues, prediction, notes + list(arch.notes), declared)
     if src is not None:
         from iga.checkpoint.integrity import check_integrity
 
@@ -110,6 +113,35 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
 
 
 _MAX_CONFIG_TEXT = 64 << 10
+
+
+def folder_variant(folder: str, architecture: str) -> str | None:
+    """A Flux folder's variant: "dev" when its transformer takes a guidance input, else "schnell"."""
+    if architecture != "flux":
+        return None
+    cfg = _read_config(Path(folder) / "transformer" / "config.json")
+    return "dev" if cfg.get("guidance_embeds") else "schnell"
+
+
+def flow_training_schedule(path: str, architecture: str, variant: str | None) -> dict | None:
+    """An SD3/Flux model's training schedule in recipe terms: a folder's scheduler config (static or dynamic
+    shift), else the released family's own; None for other models."""
+    from iga.guard.defaults import FLOW_SCHEDULES, flow_family
+
+    family = flow_family(architecture, variant)
+    if family is None:
+        return None
+    cfg = _read_config(Path(path) / "scheduler" / "scheduler_config.json") if os.path.isdir(path) else {}
+    if not cfg:
+        return dict(FLOW_SCHEDULES[family])
+    if cfg.get("use_dynamic_shifting"):
+        blocks = _read_config(Path(path) / "vae" / "config.json").get("block_out_channels") or [0] * 4
+        return {"kind": "flow", "dynamic_shift": {  # a token is a 2x2 patch of latents: VAE factor x 2 pixels
+            "base_shift": float(cfg.get("base_shift", 0.5)), "max_shift": float(cfg.get("max_shift", 1.15)),
+            "base_seq_len": int(cfg.get("base_image_seq_len", 256)),
+            "max_seq_len": int(cfg.get("max_image_seq_len", 4096)),
+            "pixels_per_token": 2 ** (len(blocks) - 1) * 2}}
+    return {"kind": "flow", "shift": float(cfg.get("shift", 1.0))}
 
 
 def declared_training_schedule(path: str) -> dict | None:
@@ -154,11 +186,15 @@ def _read_config(path: Path) -> dict:
 def folder_markers(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
     """(architecture, prediction type) a diffusers folder declares in its JSON configs (no weights read).
 
-    The same rules the folder loader applies: two text encoders -> sdxl; an OpenCLIP text tower (exact GELU)
+    The same rules the folder loader applies: StableDiffusion3Pipeline -> sd3 and FluxPipeline -> flux (both
+    "flow"); two text encoders -> sdxl; an OpenCLIP text tower (exact GELU)
     or 1024-wide cross-attention -> sd2; else sd1. Prediction type from scheduler/scheduler_config.json.
     """
     root = Path(folder)
     index = _read_config(root / "model_index.json")
+    flow = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}.get(str(index.get("_class_name", "")))
+    if flow is not None:  # rectified-flow models: the pipeline class names the family, prediction is always flow
+        return flow, "flow"
     if not str(index.get("_class_name", "")).startswith("StableDiffusion"):
         return "unknown", None
     te = _read_config(root / "text_encoder" / "config.json")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Backend", "ModelLoadError", "StableDiffusionBackend", "clear_cache", "load_backend"]
+__all__ = ["Backend", "FluxBackend", "ModelLoadError", "SD3Backend", "StableDiffusionBackend", "clear_cache",
+           "load_backend"]
 
 
 def __getattr__(name: str) -> Any:
@@ -31,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from iga.models.stable_diffusion import StableDiffusionBackend
 
         return StableDiffusionBackend
+    if name in ("SD3Backend", "FluxBackend"):
+        from iga.models import flow_backends
+
+        return getattr(flow_backends, name)
     raise AttributeError(f"module 'iga.models' has no attribute {name!r}")

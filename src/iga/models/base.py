@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from iga.sampling.base import Conditioning
 
-ARCHITECTURES = ("sd1", "sd2", "sdxl")
+ARCHITECTURES = ("sd1", "sd2", "sdxl", "sd3", "flux")
 PREDICTION_TYPES = ("eps", "v", "x0", "flow")
 
 # diffusers scheduler spelling -> iga spelling
@@ -29,7 +29,7 @@ class ModelLoadError(RuntimeError):
 class Backend(Protocol):
     """A loaded diffusion model as the rest of iga uses it."""
 
-    architecture: str  # "sd1" | "sd2" | "sdxl"
+    architecture: str  # "sd1" | "sd2" | "sdxl" | "sd3" | "flux"
     prediction_type: str  # "eps" | "v" | "x0" | "flow"
     training_schedule: dict[str, Any]  # {"kind", "beta_start", "beta_end", "num_train_timesteps", "zero_terminal_snr"}
     latent_channels: int

@@ -42,7 +42,9 @@ if TYPE_CHECKING:  # pragma: no cover
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 MAX_JSON_BYTES = 1 << 20
 _CACHE_SIZE = 2
-_cache: "OrderedDict[tuple, StableDiffusionBackend]" = OrderedDict()
+_cache: "OrderedDict[tuple, Any]" = OrderedDict()
+# diffusers pipeline classes of the rectified-flow models (iga.models.flow_backends)
+FLOW_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
 _cache_lock = threading.Lock()
 _tokenizer_cache: dict[tuple, Any] = {}
 
@@ -54,11 +56,12 @@ def clear_cache() -> None:
 
 
 def load_backend(path: str | os.PathLike, *, vae: str | os.PathLike | None = None, device: str = "cpu",
-                 dtype: str = "float32", prediction_type: str | None = None) -> StableDiffusionBackend:
-    """Load an SD1/SD2/SDXL model from a diffusers folder or a single ``.safetensors`` file, offline.
+                 dtype: str = "float32", prediction_type: str | None = None) -> Any:
+    """Load an SD1/SD2/SDXL model from a diffusers folder or a single ``.safetensors`` file, or an SD3/Flux
+    model from a diffusers folder (``iga.models.flow_backends``), offline.
 
     ``vae``: a separate VAE (``.safetensors`` with LDM or diffusers keys, or a diffusers VAE folder) that
-    replaces the checkpoint's own. ``prediction_type`` ("eps" or "v") overrides what the file declares
+    replaces the checkpoint's own. ``prediction_type`` ("eps" or "v"; "flow" for SD3/Flux) overrides what the file declares
     (e.g. from a recipe); without it the scheduler config (folders) or markers (single files) decide, see
     ``iga.models.detect``. ``device``: cpu, cuda, cuda:N, mps or auto; ``dtype``: float32, float16, bfloat16.
     """
@@ -82,6 +85,13 @@ def load_backend(path: str | os.PathLike, *, vae: str | os.PathLike | None = Non
         backend = _load_folder(p, vae_path, dev, dt, pred)
     elif p.suffix == ".safetensors" and _demo.is_demo_file(p):
         backend = _demo.DemoBackend(p, dev, dt)
+    elif (flow_arch := _flow_file_architecture(p)) is not None:
+        from iga.models.flow_single import load_flow_single_file
+
+        if pred not in (None, "flow"):
+            raise ModelLoadError(f"{str(p)!r} is an {flow_arch} model (rectified flow); prediction_type {pred!r} is "
+                                 "not possible for it")
+        backend = load_flow_single_file(p, flow_arch, device=dev, dtype=dt, vae=vae_path)
     else:
         backend = _load_single_file(p, vae_path, dev, dt, pred)
     with _cache_lock:
@@ -98,9 +108,21 @@ def _normalize_prediction(value: str | None) -> str | None:
     if value is None:
         return None
     v = DIFFUSERS_PREDICTION.get(str(value).strip().lower(), str(value).strip().lower())
-    if v not in ("eps", "v"):
-        raise ModelLoadError(f"prediction_type {value!r} is not possible for SD1/SD2/SDXL models; use 'eps' or 'v'")
+    if v not in ("eps", "v", "flow"):
+        raise ModelLoadError(f"prediction_type {value!r} is not possible; use 'eps' or 'v' (SD1/SD2/SDXL) "
+                             "or 'flow' (SD3/Flux)")
     return v
+
+
+def _flow_file_architecture(p: Path) -> str | None:
+    """"sd3" or "flux" when a single file holds such a model (the detector shared with the guard), else None."""
+    from iga.checkpoint import CheckpointError, detect_architecture
+
+    try:
+        arch = detect_architecture(p).architecture
+    except CheckpointError:
+        return None  # the SD path below reports the file's problem with its own reasons
+    return arch if arch in ("sd3", "flux") else None
 
 
 def _signature(p: Path) -> tuple:
@@ -316,6 +338,9 @@ def _load_single_file(p: Path, vae_path: Path | None, device: "torch.device", dt
     except (UnsupportedCheckpoint, ConfigError) as exc:
         raise ModelLoadError(f"{str(p)!r}: {exc}") from exc
     pred, pred_source = found.prediction_type, found.prediction_source
+    if pred_override == "flow":
+        raise ModelLoadError(f"{str(p)!r} is an {found.architecture} checkpoint (eps/v prediction); "
+                             "prediction_type 'flow' is only possible for SD3 and Flux models; use 'eps' or 'v'")
     if pred_override is not None:
         pred, pred_source = pred_override, "explicit prediction_type argument"
     fam_name = found.architecture if found.architecture != "sd2" else ("sd2-v" if pred == "v" else "sd2")
@@ -482,18 +507,23 @@ def _quiet_progress():
 
 
 def _load_folder(p: Path, vae_path: Path | None, device: "torch.device", dtype: "torch.dtype",
-                 pred_override: str | None) -> StableDiffusionBackend:
+                 pred_override: str | None) -> Any:
     with _quiet_progress():
         return _load_folder_inner(p, vae_path, device, dtype, pred_override)
 
 
 def _load_folder_inner(p: Path, vae_path: Path | None, device: "torch.device", dtype: "torch.dtype",
-                       pred_override: str | None) -> StableDiffusionBackend:
+                       pred_override: str | None) -> Any:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     index = _read_json(p / "model_index.json", "diffusers folder")
     cls_name = str(index.get("_class_name", ""))
+    if cls_name in FLOW_PIPELINES:
+        return _load_flow_folder(p, index, vae_path, device, dtype, pred_override)
+    if pred_override == "flow":
+        raise ModelLoadError(f"{str(p)!r} is a {cls_name or 'diffusers'} folder (eps/v prediction); "
+                             "prediction_type 'flow' is only possible for SD3 and Flux models; use 'eps' or 'v'")
     if any(word in cls_name for word in ("Inpaint", "Upscale", "InstructPix2Pix", "Depth2Img")):
         raise ModelLoadError(f"{str(p)!r} is a {cls_name}; only text-to-image SD1/SD2/SDXL models are supported")
     if not cls_name.startswith("StableDiffusion"):
@@ -591,3 +621,129 @@ def _load_folder_inner(p: Path, vae_path: Path | None, device: "torch.device", d
         vae_dtype=vdt,
         identity=identity,
     )
+
+
+# ---------------------------------------------------------------- SD3 / Flux diffusers folder
+
+
+def _flow_schedule(sched_cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(training_schedule, dynamic_shift or None) from a FlowMatchEulerDiscreteScheduler config.
+
+    A dynamically shifted model (Flux dev) has no single shift: the static value recorded is the one at its
+    native 1024x1024 (L = 4096 tokens), and ``dynamic_shift`` holds the rule (``FlowBackend.flow_shift``).
+    """
+    import math
+
+    n = int(sched_cfg.get("num_train_timesteps", 1000))
+    shift = float(sched_cfg.get("shift", 1.0))
+    dynamic = None
+    if sched_cfg.get("use_dynamic_shifting"):
+        dynamic = {"base_shift": float(sched_cfg.get("base_shift", 0.5)),
+                   "max_shift": float(sched_cfg.get("max_shift", 1.15)),
+                   "base_seq_len": int(sched_cfg.get("base_image_seq_len", 256)),
+                   "max_seq_len": int(sched_cfg.get("max_image_seq_len", 4096)),
+                   "pixels_per_token": 16}
+        m = (dynamic["max_shift"] - dynamic["base_shift"]) / (dynamic["max_seq_len"] - dynamic["base_seq_len"])
+        shift = math.exp(dynamic["base_shift"] + m * (4096 - dynamic["base_seq_len"]))
+    return {"kind": "flow", "shift": shift, "multiplier": 1000, "num_train_timesteps": n}, dynamic
+
+
+def _load_flow_folder(p: Path, index: dict[str, Any], vae_path: Path | None, device: "torch.device",
+                      dtype: "torch.dtype", pred_override: str | None) -> Any:
+    """An SD3 (StableDiffusion3Pipeline) or Flux (FluxPipeline) folder -> SD3Backend / FluxBackend."""
+    from diffusers import AutoencoderKL
+
+    arch = FLOW_PIPELINES[str(index["_class_name"])]
+    if pred_override not in (None, "flow"):
+        raise ModelLoadError(f"{str(p)!r} is an {arch} model (rectified flow); prediction_type "
+                             f"{pred_override!r} is not possible for it")
+    if vae_path is not None and not vae_path.is_dir():
+        raise ModelLoadError(f"a separate VAE for {arch} must be a diffusers VAE folder (16 latent channels, "
+                             f"with shift_factor); got {str(vae_path)!r}")
+    vae_json = _read_json((vae_path or p / "vae") / "config.json", "VAE config")
+    vdt = _vae_dtype(bool(vae_json.get("force_upcast", True)), dtype)
+    parts = _FlowParts(p, index, device, dtype)
+    if vae_path is not None:
+        vae = _load_vae_override(vae_path, {}, device, vdt)[0]
+        vae_info: dict[str, Any] = {"source": "folder", "path": str(vae_path), "format": "diffusers"}
+    else:
+        vae = parts.load(AutoencoderKL, "vae", vdt, torch_dtype=vdt)
+        vae_info = {"source": "checkpoint"}
+    training, dynamic = _flow_schedule(_read_json(p / "scheduler" / "scheduler_config.json", "scheduler config"))
+    backend = _flow_backend(arch, parts, dict(vae=vae, device=device, dtype=dtype, vae_dtype=vdt,
+                                              training_schedule=training, dynamic_shift=dynamic))
+    sources: dict[str, Any] = {c: "folder" for c in ("transformer", "text_encoder", "text_encoder_2",
+                                                       "text_encoder_3") if parts.present(c)}
+    sources["vae"] = vae_info
+    backend.identity = {
+        "name": p.name, "path": str(p), "format": "diffusers_folder", "architecture": arch, "family": arch,
+        "prediction_type": "flow", "prediction_type_source": "architecture (rectified flow)",
+        "components": sources, "vae": vae_info, "config_source": "folder configs", "tokenizer": "folder",
+        "ignored_keys": 0, "ignored_keys_sample": [], "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."), "vae_dtype": str(vdt).removeprefix("torch."),
+    }
+    if arch == "flux":
+        backend.identity["guidance_embeds"] = backend.guidance_embeds
+    if dynamic:
+        backend.identity["dynamic_shift"] = dict(dynamic)
+    return backend
+
+
+class _FlowParts:
+    """Loads the sub-models and tokenizers of one SD3/Flux diffusers folder (local files, safetensors only)."""
+
+    def __init__(self, root: Path, index: dict[str, Any], device: "torch.device", dtype: "torch.dtype"):
+        self.root, self.index, self.device, self.dtype = root, index, device, dtype
+
+    def present(self, sub: str) -> bool:
+        """The pipeline lists this component and the folder has it (SD3 may ship without T5)."""
+        return self.index.get(sub) not in (None, [None, None]) and (self.root / sub).is_dir()
+
+    def load(self, cls: Any, sub: str, dtype: "torch.dtype | None" = None, **kw: Any) -> Any:
+        """One model from its sub-folder, on the device, in eval mode."""
+        variant = _require_safetensors(self.root / sub, sub)
+        try:
+            model = cls.from_pretrained(str(self.root / sub), local_files_only=True, use_safetensors=True,
+                                        variant=variant, **kw)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise ModelLoadError(f"cannot load {sub} from {str(self.root)!r}: {exc}") from exc
+        return _finish(model, self.device, dtype or self.dtype)
+
+    def clip_tokenizer(self, sub: str, pad: str) -> Any:
+        """The folder's CLIP tokenizer (the vendored one with ``pad`` if the folder has none)."""
+        return _folder_tokenizer(self.root / sub, pad)[0]
+
+    def t5_tokenizer(self, sub: str) -> Any:
+        """The folder's T5 tokenizer (the vendored vocabulary if the folder has none)."""
+        from iga.models.t5_tokenizer import load_t5_tokenizer
+
+        try:
+            return load_t5_tokenizer(self.root / sub if (self.root / sub).is_dir() else None)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the T5 tokenizer in {str(self.root / sub)!r}: {exc}") from exc
+
+
+def _flow_backend(arch: str, parts: _FlowParts, common: dict[str, Any]) -> Any:
+    """Build the SD3 or Flux backend from a folder's parts (``common``: VAE, device, dtypes, schedule)."""
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
+
+    from iga.models.flow_backends import FluxBackend, SD3Backend
+
+    dt = parts.dtype
+    if arch == "sd3":
+        with_t5 = parts.present("text_encoder_3")  # without it diffusers feeds zeros in T5's place
+        return SD3Backend(
+            transformer=parts.load(SD3Transformer2DModel, "transformer", torch_dtype=dt),
+            clip_l=parts.load(CLIPTextModelWithProjection, "text_encoder", dtype=dt),
+            clip_g=parts.load(CLIPTextModelWithProjection, "text_encoder_2", dtype=dt),
+            t5=parts.load(T5EncoderModel, "text_encoder_3", dtype=dt) if with_t5 else None,
+            tokenizer_l=parts.clip_tokenizer("tokenizer", "eos"),
+            tokenizer_g=parts.clip_tokenizer("tokenizer_2", "!"),  # OpenCLIP bigG pads with "!"
+            tokenizer_t5=parts.t5_tokenizer("tokenizer_3") if with_t5 else None, **common)
+    return FluxBackend(
+        transformer=parts.load(FluxTransformer2DModel, "transformer", torch_dtype=dt),
+        clip=parts.load(CLIPTextModel, "text_encoder", dtype=dt),
+        t5=parts.load(T5EncoderModel, "text_encoder_2", dtype=dt),
+        tokenizer_clip=parts.clip_tokenizer("tokenizer", "eos"),
+        tokenizer_t5=parts.t5_tokenizer("tokenizer_2"), **common)

@@ -1,10 +1,13 @@
-"""Tiny random-weight SD1 / SD2 (v-prediction) / SDXL models for tests, fully offline.
+"""Tiny random-weight SD1 / SD2 (v-prediction) / SDXL / SD3 / Flux (dev, schnell) models for tests, fully offline.
 
 Every component has the structure of its real family (block types, linear vs conv projections,
 OpenCLIP vs CLIP text towers, SDXL's two encoders and size conditioning) at toy width, and uses the real
 (vendored) CLIP tokenizer, so the single-file path exercised by tests is the one real files take.
 Weights are deterministic in ``seed``; every parameter (biases and norms too) is perturbed from the
 library's initialisation so that a key-conversion mistake cannot hide behind a zero or a one.
+
+SD3 and Flux (``build_tiny("sd3" | "flux_dev" | "flux_schnell")``) use the vendored CLIP BPE and Google's T5
+vocabulary (``iga.models.t5_tokenizer``); their folders load unchanged in diffusers' own pipelines.
 
 Typical use::
 
@@ -73,16 +76,20 @@ def _perturb(model: Any, gen: Any, scale: float = 0.05) -> None:
             p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
 
 
-def build_tiny(architecture: str = "sd1", seed: int = 0) -> TinyModel:
-    """Build a tiny random model of ``architecture`` ("sd1", "sd2" = SD2 v-prediction, "sdxl")."""
+def build_tiny(architecture: str = "sd1", seed: int = 0) -> "TinyModel | TinyFlowModel":
+    """Build a tiny random model of ``architecture`` ("sd1", "sd2" = SD2 v-prediction, "sdxl", "sd3",
+    "flux_dev" = guidance-distilled Flux, "flux_schnell" = Flux without guidance input)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from iga.models.tokenizer import clip_tokenizer
 
+    if architecture in _FLOW_VARIANTS:
+        return _build_tiny_flow(architecture, seed)
     if architecture not in _UNETS:
-        raise ValueError(f"unknown tiny architecture {architecture!r}; use sd1, sd2 or sdxl")
+        raise ValueError(f"unknown tiny architecture {architecture!r}; use sd1, sd2, sdxl, "
+                         f"{', '.join(_FLOW_VARIANTS)}")
     fam = family(_FAMILY[architecture])
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -111,10 +118,12 @@ def build_tiny(architecture: str = "sd1", seed: int = 0) -> TinyModel:
                      model_config)
 
 
-def save_folder(tiny: TinyModel, path: str | Path) -> Path:
+def save_folder(tiny: "TinyModel | TinyFlowModel", path: str | Path) -> Path:
     """Save as a diffusers folder (safetensors weights, tokenizer files, scheduler config, model_index.json)."""
     import diffusers
 
+    if isinstance(tiny, TinyFlowModel):
+        return _save_flow_folder(tiny, Path(path))
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     xl = tiny.architecture == "sdxl"
@@ -188,3 +197,163 @@ def tiny_vae(seed: int = 1, scaling_factor: float = 0.18215) -> Any:
                         scaling_factor=scaling_factor, **TINY_VAE)
     _perturb(vae, torch.Generator().manual_seed(seed))
     return vae.eval()
+
+
+# ---------------------------------------------------------------- SD3 / Flux
+
+# Real-model structure at toy width (reference/feasibility.md s7). SD3: CLIP-L and CLIP-G of different widths
+# whose sum is T5's width (as 768 + 1280 <= 4096 in the real model: nothing is cut), pooled = sum of projections.
+TINY_T5 = {"vocab_size": 32128, "d_model": 64, "d_kv": 16, "d_ff": 96, "num_layers": 2, "num_heads": 4,
+           "feed_forward_proj": "gated-gelu", "dropout_rate": 0.0, "pad_token_id": 0, "eos_token_id": 1,
+           "decoder_start_token_id": 0}
+TINY_CLIP_L = {"hidden_size": 24, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 3,
+               "projection_dim": 24, "hidden_act": "quick_gelu"}
+TINY_CLIP_G = {"hidden_size": 40, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3,
+               "projection_dim": 40, "hidden_act": "gelu"}
+TINY_FLUX_CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
+                  "projection_dim": 32, "hidden_act": "quick_gelu"}
+TINY_SD3 = dict(sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+                num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+                pos_embed_max_size=32)
+TINY_FLUX = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                 num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
+# the real models' VAE latent statistics and scheduler configs
+_FLOW_VAE = {"sd3": {"scaling_factor": 1.5305, "shift_factor": 0.0609},
+             "flux": {"scaling_factor": 0.3611, "shift_factor": 0.1159}}
+_SCHEDULERS = {
+    "sd3": {"shift": 3.0},
+    "flux_dev": {"shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
+                 "base_image_seq_len": 256, "max_image_seq_len": 4096},
+    "flux_schnell": {"shift": 1.0, "use_dynamic_shifting": False, "base_shift": 0.5, "max_shift": 1.15,
+                     "base_image_seq_len": 256, "max_image_seq_len": 4096},
+}
+_FLOW_VARIANTS = tuple(_SCHEDULERS)
+
+
+@dataclass
+class TinyFlowModel:
+    """The components of one tiny SD3 or Flux model (text encoders and tokenizers in diffusers' order)."""
+
+    variant: str  # "sd3" | "flux_dev" | "flux_schnell"
+    transformer: Any
+    vae: Any
+    text_encoders: list[Any]
+    tokenizers: list[Any]
+    scheduler_config: dict[str, Any]
+
+    @property
+    def architecture(self) -> str:
+        """ "sd3" or "flux"."""
+        return "sd3" if self.variant == "sd3" else "flux"
+
+    @property
+    def prediction_type(self) -> str:
+        return "flow"
+
+
+def _tiny_clip(dims: dict[str, Any], pad: str, projected: bool, gen: Any) -> tuple[Any, Any]:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from iga.models.tokenizer import clip_tokenizer
+
+    tok = clip_tokenizer(pad)
+    cfg = CLIPTextConfig(vocab_size=len(tok), max_position_embeddings=77, layer_norm_eps=1e-5,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         **dims)
+    model = (CLIPTextModelWithProjection if projected else CLIPTextModel)(cfg)
+    _perturb(model, gen)
+    return model.eval(), tok
+
+
+def _tiny_t5(gen: Any) -> tuple[Any, Any]:
+    from transformers import T5Config, T5EncoderModel
+
+    from iga.models.t5_tokenizer import load_t5_tokenizer
+
+    model = T5EncoderModel(T5Config(**TINY_T5))
+    _perturb(model, gen)
+    return model.eval(), load_t5_tokenizer()
+
+
+def _build_tiny_flow(variant: str, seed: int) -> TinyFlowModel:
+    import torch
+    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if variant == "sd3":
+        transformer = SD3Transformer2DModel(**TINY_SD3)
+        encoders = [_tiny_clip(TINY_CLIP_L, "eos", True, gen), _tiny_clip(TINY_CLIP_G, "!", True, gen)]
+    else:
+        transformer = FluxTransformer2DModel(guidance_embeds=variant == "flux_dev", **TINY_FLUX)
+        encoders = [_tiny_clip(TINY_FLUX_CLIP, "eos", False, gen)]
+    _perturb(transformer, gen)
+    encoders.append(_tiny_t5(gen))
+    family = "sd3" if variant == "sd3" else "flux"
+    # SD3/Flux VAEs: 16 latent channels and no quant convs
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        use_quant_conv=False, use_post_quant_conv=False, **{**TINY_VAE, "latent_channels": 16},
+                        **_FLOW_VAE[family])
+    _perturb(vae, gen)
+    sched = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, **_SCHEDULERS[variant]}
+    return TinyFlowModel(variant, transformer.eval(), vae.eval(), [m for m, _ in encoders], [t for _, t in encoders],
+                         sched)
+
+
+def _save_flow_folder(tiny: TinyFlowModel, root: Path) -> Path:
+    """A StableDiffusion3Pipeline / FluxPipeline folder diffusers loads with ``from_pretrained`` unchanged."""
+    import diffusers
+
+    root.mkdir(parents=True, exist_ok=True)
+    sd3 = tiny.architecture == "sd3"
+    index: dict[str, Any] = {
+        "_class_name": "StableDiffusion3Pipeline" if sd3 else "FluxPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "transformer": ["diffusers", type(tiny.transformer).__name__],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    index.update(image_encoder=[None, None], feature_extractor=[None, None])  # optional IP-Adapter slots, unused
+    tiny.transformer.save_pretrained(root / "transformer", safe_serialization=True)
+    tiny.vae.save_pretrained(root / "vae", safe_serialization=True)
+    for i, (model, tok) in enumerate(zip(tiny.text_encoders, tiny.tokenizers)):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        model.save_pretrained(root / f"text_encoder{suffix}", safe_serialization=True)
+        tok.save_pretrained(root / f"tokenizer{suffix}")
+        index[f"text_encoder{suffix}"] = ["transformers", type(model).__name__]
+        index[f"tokenizer{suffix}"] = ["transformers", "T5TokenizerFast" if "T5" in type(tok).__name__
+                                       else "CLIPTokenizer"]
+    (root / "scheduler").mkdir(exist_ok=True)
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(tiny.scheduler_config, indent=2))
+    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+    return root
+
+
+def save_flow_files(tiny: "TinyFlowModel", folder: str | Path) -> Path:
+    """A tiny SD3 or Flux model as people share the real ones: SD3 as one all-in-one file; Flux as a transformer
+    file in the original (BFL) layout with ``clip_l``, ``t5xxl`` and ``ae`` files beside it. Returns the file
+    to load (the SD3 file, or the Flux transformer)."""
+    from safetensors.torch import save_file
+
+    from iga.models import flow_convert as fc
+    from iga.models import flow_files as ff
+    from iga.models.ldm import vae_to_ldm
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    encoders = dict(zip(("text_encoder", "text_encoder_2", "text_encoder_3"), tiny.text_encoders))
+    if tiny.architecture == "sd3":
+        comps = {"transformer": tiny.transformer, "vae": tiny.vae, **encoders}
+        path = out / "sd3-tiny.safetensors"
+        save_file(ff.sd3_from_diffusers(comps), str(path), metadata=ff.flow_model_config(comps))
+        return path
+    path = out / f"{tiny.variant.replace('_', '1-')}-tiny.safetensors"
+    save_file(fc.flux_from_diffusers(tiny.transformer.state_dict()), str(path),
+              metadata=ff.flow_model_config({"transformer": tiny.transformer}))
+    save_file(vae_to_ldm(tiny.vae.state_dict()), str(out / "ae.safetensors"),
+              metadata=ff.flow_model_config({"vae": tiny.vae}))
+    clip = encoders["text_encoder"]
+    save_file({"text_model." + k: v for k, v in clip.state_dict().items()}, str(out / "clip_l.safetensors"),
+              metadata=ff.flow_model_config({"text_encoder": clip}))
+    save_file(ff.t5_from_diffusers(encoders["text_encoder_2"].state_dict()), str(out / "t5xxl_fp16.safetensors"))
+    return path
