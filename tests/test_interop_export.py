@@ -74,11 +74,26 @@ COMFYUI_NODE_INPUTS = {
     "VAEDecode": {"samples", "vae"},
     "VAELoader": {"vae_name"},
     "SaveImage": {"images", "filename_prefix"},
+    "ModelSamplingSD3": {"model", "shift"},  # comfy_extras/nodes_model_advanced.py
+    "ModelSamplingFlux": {"model", "max_shift", "base_shift", "width", "height"},
+    "FluxGuidance": {"conditioning", "guidance"},  # comfy_extras/nodes_flux.py (a schema-style node)
 }
+
+
+def _comfy_schema_inputs(source: str) -> dict[str, set[str]]:
+    """node id -> input names of ComfyUI's schema-style nodes (``io.Schema(node_id=..., inputs=[io.X.Input("n")])``)."""
+    out = {}
+    for block in re.split(r"\nclass ", source):
+        node = re.search(r'node_id="(\w+)"', block)
+        if node:
+            out[node.group(1)] = set(re.findall(r'io\.\w+\.Input\(\s*"(\w+)"', block))
+    return out
 
 
 def test_the_node_table_is_comfyuis_own():
     nodes = _comfy_node_inputs(_comfy_source("nodes.py"))
+    nodes.update(_comfy_node_inputs(_comfy_source("comfy_extras/nodes_model_advanced.py")))
+    nodes.update(_comfy_schema_inputs(_comfy_source("comfy_extras/nodes_flux.py")))
     assert {name: nodes[name] for name in COMFYUI_NODE_INPUTS} == COMFYUI_NODE_INPUTS
 
 
@@ -205,3 +220,33 @@ def test_diffusers_export_runs_the_pipeline_to_igas_image(tmp_path):
     ours = model.generate(plan=plan)[0].pixels
     assert ours.std() > 5
     assert int(np.abs(ours.astype(int) - theirs.astype(int)).max()) <= 2
+
+
+def test_flow_recipes_export_their_shift_and_guidance_as_comfyui_nodes():
+    from test_guard_flow import FLUX_DEV, SD3
+
+    flux = export_recipe(FLUX_DEV, "comfyui")
+    graph = flux.files["workflow_api.json"]
+    _check_graph(graph)
+    types = {n["class_type"]: n for n in graph.values()}
+    assert types["ModelSamplingFlux"]["inputs"]["max_shift"] == 1.15
+    assert types["FluxGuidance"]["inputs"]["guidance"] == 3.5
+    k = types["KSampler"]["inputs"]
+    assert graph[k["model"][0]]["class_type"] == "ModelSamplingFlux"
+    assert graph[k["positive"][0]]["class_type"] == "FluxGuidance" and k["scheduler"] == "simple"
+    assert any("time_uniform" in line for line in flux.lost)
+    sd3 = export_recipe(SD3, "comfyui").files["workflow_api.json"]
+    _check_graph(sd3)
+    assert {n["class_type"]: n for n in sd3.values()}["ModelSamplingSD3"]["inputs"]["shift"] == 3.0
+
+
+def test_flow_recipes_export_diffusers_flow_scheduler_and_distilled_guidance():
+    from test_guard_flow import FLUX_DEV, SD3
+
+    flux = export_recipe(FLUX_DEV, "diffusers").files
+    assert flux["scheduler_config.json"]["use_dynamic_shifting"] is True
+    assert flux["pipeline_call.json"]["guidance_scale"] == 3.5 and "true_cfg_scale" not in flux["pipeline_call.json"]
+    sd3 = export_recipe(SD3, "diffusers").files
+    assert sd3["scheduler_config.json"] == {"_class_name": "FlowMatchEulerDiscreteScheduler",
+                                            "num_train_timesteps": 1000, "shift": 3.0}
+    assert sd3["pipeline_call.json"]["guidance_scale"] == 4.5

@@ -55,6 +55,8 @@ def to_diffusers(recipe: Any, model_file: str | None = None) -> Export:
     """A scheduler config for the recipe's sampler and schedule, and the pipeline call's keyword arguments."""
     from iga.recipe.names import to_diffusers as diffusers_class
 
+    if recipe.prediction_type == "flow":
+        return _flow_to_diffusers(recipe)
     match = diffusers_class(recipe.sampler.name, recipe.scheduler.name)
     if match is None:
         raise ValueError(f"diffusers has no scheduler for {recipe.sampler.name} + {recipe.scheduler.name}: no "
@@ -81,6 +83,37 @@ def to_diffusers(recipe: Any, model_file: str | None = None) -> Export:
     return Export("diffusers", {"scheduler_config.json": config, "pipeline_call.json": call}, lost)
 
 
+def _flow_to_diffusers(recipe: Any) -> Export:
+    """SD3/Flux: diffusers runs flow models with FlowMatchEulerDiscreteScheduler (Euler on the shifted grid: static
+    shift with SD3's spacing, or Flux's dynamic shift over uniform flow time); its pipelines take Flux's distilled
+    guidance as ``guidance_scale`` and real CFG as ``true_cfg_scale``."""
+    ts = recipe.training_schedule
+    spacing = "time_uniform" if ts is not None and ts.dynamic_shift is not None else "normal"
+    if recipe.sampler.name != "euler" or recipe.scheduler.name not in ("normal", "time_uniform"):
+        raise ValueError(f"diffusers has no scheduler for {recipe.sampler.name} + {recipe.scheduler.name} on a flow "
+                         f"model: its pipelines run Euler on the {spacing} grid")
+    config: dict[str, Any] = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000}
+    if ts is not None and ts.dynamic_shift is not None:
+        d = ts.dynamic_shift
+        config.update(use_dynamic_shifting=True, base_shift=d.base_shift, max_shift=d.max_shift,
+                      base_image_seq_len=d.base_seq_len, max_image_seq_len=d.max_seq_len)
+    else:
+        config["shift"] = ts.shift if ts is not None and ts.shift is not None else 1.0
+    w, h = _size(recipe)
+    call: dict[str, Any] = {"num_inference_steps": recipe.steps.default, "width": w, "height": h}
+    if recipe.guidance is not None:
+        call["guidance_scale"] = recipe.guidance.default
+        if recipe.cfg.default != 1:
+            call["true_cfg_scale"] = recipe.cfg.default
+    else:
+        call["guidance_scale"] = recipe.cfg.default
+    lost = _common_losses(recipe)
+    if recipe.scheduler.name != spacing:
+        lost.append(f"schedule {recipe.scheduler.name}: diffusers' scheduler for this model spaces steps as "
+                    f"{spacing}")
+    return Export("diffusers", {"scheduler_config.json": config, "pipeline_call.json": call}, lost)
+
+
 def to_comfyui(recipe: Any, model_file: str | None = None) -> Export:
     """An API-format workflow: checkpoint loader -> (clip skip) -> prompts -> KSampler -> VAE decode -> save."""
     from iga.catalog.samplers import SAMPLERS
@@ -90,7 +123,11 @@ def to_comfyui(recipe: Any, model_file: str | None = None) -> Export:
     if not SAMPLERS[recipe.sampler.name].comfyui:
         raise ValueError(f"sampler {recipe.sampler.name} is not one of ComfyUI's KSampler samplers")
     scheduler = recipe.scheduler.name
-    if not SCHEDULES[scheduler].comfyui:
+    if scheduler == "time_uniform":
+        lost.append("schedule time_uniform (the Flux reference): ComfyUI's simple takes the same points from a "
+                    "1000-entry table; equal when the step count divides 1000")
+        scheduler = "simple"
+    elif not SCHEDULES[scheduler].comfyui:
         lost.append(f"schedule {scheduler}: not a KSampler scheduler in ComfyUI (it is a separate node there); "
                     f"the workflow uses normal")
         scheduler = "normal"
@@ -109,20 +146,48 @@ def to_comfyui(recipe: Any, model_file: str | None = None) -> Export:
     if recipe.vae is not None and recipe.vae.id and not recipe.vae.embedded:
         graph["11"] = {"class_type": "VAELoader", "inputs": {"vae_name": recipe.vae.id}}
         vae = ["11", 0]
+    model, positive = _comfyui_flow_nodes(recipe, graph, (w, h), lost)
     graph.update({
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
         "3": {"class_type": "KSampler", "inputs": {
             "seed": 0, "steps": recipe.steps.default, "cfg": recipe.cfg.default, "sampler_name": recipe.sampler.name,
-            "scheduler": scheduler, "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0],
+            "scheduler": scheduler, "denoise": 1.0, "model": model, "positive": positive,
             "negative": ["7", 0], "latent_image": ["5", 0]}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": vae}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "iga", "images": ["8", 0]}},
     })
-    if recipe.prediction_type != "eps":
+    if recipe.prediction_type not in ("eps", "flow"):
         lost.append(f"prediction type {recipe.prediction_type}: ComfyUI detects it from the checkpoint; if it "
                     f"does not, add a ModelSamplingDiscrete node")
     return Export("comfyui", {"workflow_api.json": graph}, lost)
+
+
+def _comfyui_flow_nodes(recipe: Any, graph: dict[str, Any], size: tuple[int, int],
+                        lost: list[str]) -> tuple[list[Any], list[Any]]:
+    """A flow recipe's trajectory in ComfyUI's nodes: ModelSamplingSD3 (static shift) or ModelSamplingFlux
+    (dynamic shift) on the model, FluxGuidance (distilled guidance) on the positive prompt. Returns the KSampler's
+    model and positive inputs."""
+    model, positive = ["4", 0], ["6", 0]
+    ts = recipe.training_schedule
+    if ts is not None and ts.kind == "flow":
+        d = ts.dynamic_shift
+        if d is None:
+            graph["12"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["4", 0], "shift": ts.shift or 1.0}}
+        else:
+            graph["12"] = {"class_type": "ModelSamplingFlux", "inputs": {
+                "model": ["4", 0], "max_shift": d.max_shift, "base_shift": d.base_shift, "width": size[0],
+                "height": size[1]}}
+            if (d.base_seq_len, d.max_seq_len, d.pixels_per_token) != (256, 4096, 16):
+                lost.append(f"dynamic shift over {d.base_seq_len}..{d.max_seq_len} tokens of {d.pixels_per_token} px: "
+                            "ComfyUI's ModelSamplingFlux assumes 256..4096 tokens of 16 px")
+        model = ["12", 0]
+    if recipe.guidance is not None:
+        graph["13"] = {"class_type": "FluxGuidance", "inputs": {"conditioning": ["6", 0],
+                                                                 "guidance": recipe.guidance.default}}
+        positive = ["13", 0]
+        lost.append(f"distilled guidance range {recipe.guidance.min:g}-{recipe.guidance.max:g} (only the default)")
+    return model, positive
 
 
 def _labels(recipe: Any) -> tuple[str, str]:
