@@ -88,3 +88,24 @@ def test_no_recipe_defaults_follow_the_family(model):
         assert p.schedule == ("normal" if variant == "sd3" else "time_uniform")
         assert (p.guidance == 3.5) if variant == "flux_dev" else p.guidance is None
         assert p.steps == (4 if variant == "flux_schnell" else 28)
+
+
+def test_the_evaluation_protocol_runs_on_a_flow_model(model, tmp_path):
+    variant, folder, _ = model
+    if variant != "flux_dev":
+        pytest.skip("one flow family is enough for the sweep runner")
+    import shutil
+
+    from iga.checkpoint.sidecar import write_sidecar
+    from iga.guard.defaults import architecture_default_recipe
+
+    model_dir = shutil.copytree(folder, tmp_path / "flux")  # its recipe: the family's, at the tiny model's size
+    recipe = architecture_default_recipe("flux", variant="dev").to_dict()
+    recipe["resolution"] = {"preferred": ["64x64"], "max": "128x128"}
+    write_sidecar(model_dir, recipe)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a castle\na red car\n")
+    r = cli(["eval", "--model", model_dir, "--vary", "steps", "--values", "4,8", "--prompts", prompts, "--seeds", "1",
+             "--out", tmp_path / "ev", "--mode", "permissive"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "ev" / "report.html").is_file()
