@@ -54,10 +54,9 @@ def pipes(folders):
 def _plan(backend, *, cfg: float, negative: str, seed: int, guidance: float | None = None):
     arch = backend.architecture
     recipe, _ = parse_recipe_dict({
-        "iga_version": "1.2.0", "model_id": f"tiny-{arch}", "architecture": arch, "prediction_type": "flow",
-        # the lead adds dynamic shift to recipes later: here the shift at this size is computed up front
-        "training_schedule": {"kind": "flow", "shift": backend.flow_shift(SIZE, SIZE)},
-        "sampler": {"name": "euler"}, "scheduler": {"name": "normal" if arch == "sd3" else "simple"},
+        "iga_version": "1.3.0", "model_id": f"tiny-{arch}", "architecture": arch, "prediction_type": "flow",
+        "training_schedule": backend.training_schedule,  # the folder's scheduler, in recipe terms
+        "sampler": {"name": "euler"}, "scheduler": {"name": "normal" if arch == "sd3" else "time_uniform"},
         "steps": {"default": STEPS, "min": 1, "max": 50}, "cfg": {"default": cfg, "min": 0.0, "max": 20.0},
     })
     req = Request(prompt=PROMPT, negative_prompt=negative, seed=seed, size=f"{SIZE}x{SIZE}", steps=STEPS, cfg=cfg)

@@ -117,3 +117,29 @@ def check_dtype_on_device(dtype: "torch.dtype", device: "torch.device") -> None:
             "float16 is not supported on the CPU (missing/slow half-precision kernels); "
             "use dtype='float32' (default) or 'bfloat16' on the CPU, or float16 on a CUDA/MPS device"
         )
+
+
+def vae_decode(vae: Any, latents: "torch.Tensor", device: "torch.device", dtype: "torch.dtype") -> "torch.Tensor":
+    """Model latents (B, C, h, w) -> images (B, 3, H, W) float32 in [0, 1] on the CPU: un-scale and un-shift by the
+    VAE's own factors (SD: scaling only; SD3/Flux also a shift), decode one image at a time (VAE activations
+    dominate peak memory), as diffusers' pipelines do before their image processor."""
+    import torch
+
+    scale = float(vae.config.scaling_factor)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    out = []
+    with torch.no_grad():
+        for one in latents.split(1):
+            image = vae.decode(one.to(device, dtype) / scale + shift, return_dict=False)[0]
+            out.append((image.float() / 2 + 0.5).clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
+def vae_encode(vae: Any, images: "torch.Tensor", device: "torch.device", dtype: "torch.dtype") -> "torch.Tensor":
+    """Images (B, 3, H, W) in [0, 1] -> model latents: the posterior mean (deterministic), shifted and scaled."""
+    import torch
+
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    with torch.no_grad():
+        dist = vae.encode(images.to(device, dtype) * 2 - 1, return_dict=False)[0]
+    return ((dist.mean - shift) * float(vae.config.scaling_factor)).float()

@@ -14,7 +14,6 @@ Conditioning dicts (batch-first), encoded as diffusers' pipelines do:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,10 +74,8 @@ class FlowBackend:
     device: "torch.device"
     dtype: "torch.dtype"
     vae_dtype: "torch.dtype"
-    training_schedule: dict[str, Any]
-    identity: dict[str, Any] = field(default_factory=dict)
-    # Flux-style resolution-dependent shift (the recipe's ``training_schedule.dynamic_shift`` spelling), or None
-    dynamic_shift: dict[str, Any] | None = None
+    training_schedule: dict[str, Any]  # in recipe terms (a static shift or a dynamic_shift rule), for reference:
+    identity: dict[str, Any] = field(default_factory=dict)  # plans carry the shift that runs (iga.guard.resolve)
 
     architecture = "flow"
     prediction_type = "flow"
@@ -123,38 +120,17 @@ class FlowBackend:
         f = self.vae_scale_factor
         return (self.latent_channels, height // f, width // f)
 
-    def flow_shift(self, width: int, height: int) -> float:
-        """The timestep shift diffusers uses at this size: static, or exp(mu) of the dynamic rule (Flux dev)."""
-        d = self.dynamic_shift
-        if not d:
-            return float(self.training_schedule.get("shift", 1.0))
-        p = int(d.get("pixels_per_token", self.pixel_multiple))
-        seq_len = (height // p) * (width // p)
-        # diffusers' calculate_shift, in its own form (m * L + b) so rounding matches
-        m = (d["max_shift"] - d["base_shift"]) / (d["max_seq_len"] - d["base_seq_len"])
-        b = d["base_shift"] - m * d["base_seq_len"]
-        return math.exp(seq_len * m + b)
-
     def decode(self, latents: "torch.Tensor") -> "torch.Tensor":
         """Latents (B, C, h, w) -> images (B, 3, H, W) float32 in [0, 1] on the CPU (diffusers' pre-processor)."""
-        import torch
+        from iga.models.base import vae_decode
 
-        out = []
-        with torch.no_grad():
-            for one in latents.split(1):  # one image at a time: VAE activations dominate peak memory
-                z = one.to(self.device, self.vae_dtype) / self.scaling_factor + self.shift_factor
-                image = self.vae.decode(z, return_dict=False)[0]
-                out.append((image.float() / 2 + 0.5).clamp(0, 1).cpu())
-        return torch.cat(out)
+        return vae_decode(self.vae, latents, self.device, self.vae_dtype)
 
     def encode_image(self, images: "torch.Tensor") -> "torch.Tensor":
         """Images (B, 3, H, W) in [0, 1] -> model latents (posterior mean, shifted and scaled)."""
-        import torch
+        from iga.models.base import vae_encode
 
-        x = images.to(self.device, self.vae_dtype) * 2 - 1
-        with torch.no_grad():
-            dist = self.vae.encode(x, return_dict=False)[0]
-        return ((dist.mean - self.shift_factor) * self.scaling_factor).float()
+        return vae_encode(self.vae, images, self.device, self.vae_dtype)
 
     def _timesteps(self, t: "torch.Tensor", B: int) -> "torch.Tensor":
         import torch

@@ -9,17 +9,12 @@ from typing import Any
 
 
 
-def _training(family: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(engine training schedule, dynamic-shift rule or None) of a released family (``guard.defaults``): what a
-    file that states none was trained with. Plans carry their own; the backend keeps this for reference."""
-    import math
-
+def _training(family: str) -> dict[str, Any]:
+    """What a file that states no schedule was trained with: the released family's (``guard.defaults``), in
+    recipe terms; plans carry the shift that runs."""
     from iga.guard.defaults import FLOW_SCHEDULES
 
-    sched = FLOW_SCHEDULES[family]
-    dynamic = sched.get("dynamic_shift")
-    shift = math.exp(dynamic["max_shift"]) if dynamic else sched["shift"]  # a dynamic one at 1024x1024
-    return {"kind": "flow", "shift": shift, "multiplier": 1000, "num_train_timesteps": 1000}, dynamic
+    return dict(FLOW_SCHEDULES[family])
 
 
 def load_flow_single_file(path: Path, architecture: str, *, device: Any, dtype: Any, vae: Path | None = None) -> Any:
@@ -54,7 +49,7 @@ def _sd3_backend(path: Path, mods: dict[str, Any], device: Any, dtype: Any) -> A
     backend = SD3Backend(transformer=mods["transformer"], clip_l=mods["text_encoder"], clip_g=mods["text_encoder_2"],
                          t5=t5, tokenizer_l=clip_tokenizer("eos"), tokenizer_g=clip_tokenizer("!"),
                          tokenizer_t5=load_t5_tokenizer() if t5 is not None else None, vae=mods["vae"],
-                         device=device, dtype=dtype, vae_dtype=dtype, training_schedule=_training("sd3")[0])
+                         device=device, dtype=dtype, vae_dtype=dtype, training_schedule=_training("sd3"))
     backend.identity = _identity(path, "sd3", components=sorted(mods))
     return backend
 
@@ -65,10 +60,9 @@ def _flux_backend(path: Path, mods: dict[str, Any], device: Any, dtype: Any) -> 
     from iga.models.tokenizer import clip_tokenizer
 
     dev_like = bool(mods["transformer"].config.guidance_embeds)
-    training, dynamic = _training("flux-dev" if dev_like else "flux-schnell")
+    training = _training("flux-dev" if dev_like else "flux-schnell")
     backend = FluxBackend(transformer=mods["transformer"], clip=mods["text_encoder"], t5=mods["text_encoder_2"],
                           tokenizer_clip=clip_tokenizer("eos"), tokenizer_t5=load_t5_tokenizer(), vae=mods["vae"],
-                          device=device, dtype=dtype, vae_dtype=dtype, training_schedule=training,
-                          dynamic_shift=dynamic)
+                          device=device, dtype=dtype, vae_dtype=dtype, training_schedule=training)
     backend.identity = _identity(path, "flux", components=sorted(mods), guidance_embeds=dev_like)
     return backend

@@ -31,7 +31,7 @@ from iga.models.base import (
 from iga.models.configs import MODEL_CONFIG_KEY, ConfigError, family, infer_text_config, infer_unet_config, \
     infer_vae_config, parse_model_config
 from iga.models.detect import Detection, UnsupportedCheckpoint, detect
-from iga.models.ldm import UNET_PREFIX, VAE_PREFIX, ConversionError, canonical_text_keys, clip_from_ldm, \
+from iga.models.ldm import UNET_PREFIX, VAE_PREFIX, ConversionError, clip_from_ldm, \
     fit_text_keys, is_ldm_vae, modernize_diffusers_vae, openclip_from_ldm, strip_prefix, unet_from_ldm, vae_from_ldm
 from iga.models.stable_diffusion import StableDiffusionBackend
 from iga.models.text import TextEncoderSlot
@@ -626,28 +626,6 @@ def _load_folder_inner(p: Path, vae_path: Path | None, device: "torch.device", d
 # ---------------------------------------------------------------- SD3 / Flux diffusers folder
 
 
-def _flow_schedule(sched_cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(training_schedule, dynamic_shift or None) from a FlowMatchEulerDiscreteScheduler config.
-
-    A dynamically shifted model (Flux dev) has no single shift: the static value recorded is the one at its
-    native 1024x1024 (L = 4096 tokens), and ``dynamic_shift`` holds the rule (``FlowBackend.flow_shift``).
-    """
-    import math
-
-    n = int(sched_cfg.get("num_train_timesteps", 1000))
-    shift = float(sched_cfg.get("shift", 1.0))
-    dynamic = None
-    if sched_cfg.get("use_dynamic_shifting"):
-        dynamic = {"base_shift": float(sched_cfg.get("base_shift", 0.5)),
-                   "max_shift": float(sched_cfg.get("max_shift", 1.15)),
-                   "base_seq_len": int(sched_cfg.get("base_image_seq_len", 256)),
-                   "max_seq_len": int(sched_cfg.get("max_image_seq_len", 4096)),
-                   "pixels_per_token": 16}
-        m = (dynamic["max_shift"] - dynamic["base_shift"]) / (dynamic["max_seq_len"] - dynamic["base_seq_len"])
-        shift = math.exp(dynamic["base_shift"] + m * (4096 - dynamic["base_seq_len"]))
-    return {"kind": "flow", "shift": shift, "multiplier": 1000, "num_train_timesteps": n}, dynamic
-
-
 def _load_flow_folder(p: Path, index: dict[str, Any], vae_path: Path | None, device: "torch.device",
                       dtype: "torch.dtype", pred_override: str | None) -> Any:
     """An SD3 (StableDiffusion3Pipeline) or Flux (FluxPipeline) folder -> SD3Backend / FluxBackend."""
@@ -669,9 +647,11 @@ def _load_flow_folder(p: Path, index: dict[str, Any], vae_path: Path | None, dev
     else:
         vae = parts.load(AutoencoderKL, "vae", vdt, torch_dtype=vdt)
         vae_info = {"source": "checkpoint"}
-    training, dynamic = _flow_schedule(_read_json(p / "scheduler" / "scheduler_config.json", "scheduler config"))
+    from iga.guard.source import flow_training_schedule
+
+    training = flow_training_schedule(str(p), arch, None)  # the scheduler config in recipe terms
     backend = _flow_backend(arch, parts, dict(vae=vae, device=device, dtype=dtype, vae_dtype=vdt,
-                                              training_schedule=training, dynamic_shift=dynamic))
+                                              training_schedule=training))
     sources: dict[str, Any] = {c: "folder" for c in ("transformer", "text_encoder", "text_encoder_2",
                                                        "text_encoder_3") if parts.present(c)}
     sources["vae"] = vae_info
@@ -684,8 +664,7 @@ def _load_flow_folder(p: Path, index: dict[str, Any], vae_path: Path | None, dev
     }
     if arch == "flux":
         backend.identity["guidance_embeds"] = backend.guidance_embeds
-    if dynamic:
-        backend.identity["dynamic_shift"] = dict(dynamic)
+    backend.identity["training_schedule"] = training
     return backend
 
 

@@ -161,26 +161,15 @@ class StableDiffusionBackend:
 
     def decode(self, latents: "torch.Tensor") -> "torch.Tensor":
         """Decode latents (the UNet's scaled latent space) to images (B, 3, H, W) in [0, 1], float32 on the CPU."""
-        import torch
+        from iga.models.base import vae_decode
 
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        out = []
-        with torch.no_grad():
-            for one in latents.split(1):  # one image at a time: VAE activations dominate peak memory
-                z = one.to(self.device, self.vae_dtype) / self.scaling_factor + shift
-                image = self.vae.decode(z, return_dict=False)[0]
-                out.append((image.float() / 2 + 0.5).clamp(0, 1).cpu())
-        return torch.cat(out)
+        return vae_decode(self.vae, latents, self.device, self.vae_dtype)
 
     def encode_image(self, images: "torch.Tensor") -> "torch.Tensor":
         """Encode images (B, 3, H, W) in [0, 1] to scaled latents (the posterior mean, deterministic)."""
-        import torch
+        from iga.models.base import vae_encode
 
-        x = images.to(self.device, self.vae_dtype) * 2 - 1
-        with torch.no_grad():
-            dist = self.vae.encode(x, return_dict=False)[0]
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return ((dist.mean - shift) * self.scaling_factor).float()
+        return vae_encode(self.vae, images, self.device, self.vae_dtype)
 
     def __repr__(self) -> str:
         return (f"StableDiffusionBackend({self.architecture}, {self.prediction_type}, "

@@ -118,6 +118,17 @@ def build_tiny(architecture: str = "sd1", seed: int = 0) -> "TinyModel | TinyFlo
                      model_config)
 
 
+def _save_text_encoders(tiny: Any, root: Path, index: dict[str, Any]) -> None:
+    """text_encoder[_N] and tokenizer[_N] sub-folders in diffusers' order, listed in ``index``."""
+    for i, (model, tok) in enumerate(zip(tiny.text_encoders, tiny.tokenizers)):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        model.save_pretrained(root / f"text_encoder{suffix}", safe_serialization=True)
+        tok.save_pretrained(root / f"tokenizer{suffix}")
+        index[f"text_encoder{suffix}"] = ["transformers", type(model).__name__]
+        index[f"tokenizer{suffix}"] = ["transformers", "T5TokenizerFast" if "T5" in type(tok).__name__
+                                       else "CLIPTokenizer"]
+
+
 def save_folder(tiny: "TinyModel | TinyFlowModel", path: str | Path) -> Path:
     """Save as a diffusers folder (safetensors weights, tokenizer files, scheduler config, model_index.json)."""
     import diffusers
@@ -140,12 +151,7 @@ def save_folder(tiny: "TinyModel | TinyFlowModel", path: str | Path) -> Path:
         index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
     tiny.unet.save_pretrained(root / "unet", safe_serialization=True)
     tiny.vae.save_pretrained(root / "vae", safe_serialization=True)
-    for i, (model, tok) in enumerate(zip(tiny.text_encoders, tiny.tokenizers)):
-        suffix = "" if i == 0 else f"_{i + 1}"
-        model.save_pretrained(root / f"text_encoder{suffix}", safe_serialization=True)
-        tok.save_pretrained(root / f"tokenizer{suffix}")
-        index[f"text_encoder{suffix}"] = ["transformers", type(model).__name__]
-        index[f"tokenizer{suffix}"] = ["transformers", "CLIPTokenizer"]
+    _save_text_encoders(tiny, root, index)
     (root / "scheduler").mkdir(exist_ok=True)
     (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(tiny.scheduler_config, indent=2))
     (root / "model_index.json").write_text(json.dumps(index, indent=2))
@@ -316,13 +322,7 @@ def _save_flow_folder(tiny: TinyFlowModel, root: Path) -> Path:
     index.update(image_encoder=[None, None], feature_extractor=[None, None])  # optional IP-Adapter slots, unused
     tiny.transformer.save_pretrained(root / "transformer", safe_serialization=True)
     tiny.vae.save_pretrained(root / "vae", safe_serialization=True)
-    for i, (model, tok) in enumerate(zip(tiny.text_encoders, tiny.tokenizers)):
-        suffix = "" if i == 0 else f"_{i + 1}"
-        model.save_pretrained(root / f"text_encoder{suffix}", safe_serialization=True)
-        tok.save_pretrained(root / f"tokenizer{suffix}")
-        index[f"text_encoder{suffix}"] = ["transformers", type(model).__name__]
-        index[f"tokenizer{suffix}"] = ["transformers", "T5TokenizerFast" if "T5" in type(tok).__name__
-                                       else "CLIPTokenizer"]
+    _save_text_encoders(tiny, root, index)
     (root / "scheduler").mkdir(exist_ok=True)
     (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(tiny.scheduler_config, indent=2))
     (root / "model_index.json").write_text(json.dumps(index, indent=2))
