@@ -143,3 +143,24 @@ def vae_encode(vae: Any, images: "torch.Tensor", device: "torch.device", dtype: 
     with torch.no_grad():
         dist = vae.encode(images.to(device, dtype) * 2 - 1, return_dict=False)[0]
     return ((dist.mean - shift) * float(vae.config.scaling_factor)).float()
+
+
+class VaeLatents:
+    """What a latent backend reads off its VAE's config (``vae`` is set by the backend)."""
+
+    vae: Any
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each axis (8 for the real families)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        """The latent scaling factor (0.18215 SD1/SD2, 0.13025 SDXL, 1.5305 SD3, 0.3611 Flux)."""
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def shift_factor(self) -> float:
+        """The latent shift, subtracted before scaling (0 for SD; 0.0609 SD3, 0.1159 Flux)."""
+        return float(getattr(self.vae.config, "shift_factor", None) or 0.0)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from iga.models.base import VaeLatents, vae_decode, vae_encode
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -65,8 +67,9 @@ def _t5_states(model: Any, tokenizer: Any, texts: list[str], length: int, device
     return model(enc.input_ids.to(device))[0]
 
 
+
 @dataclass(eq=False)
-class FlowBackend:
+class FlowBackend(VaeLatents):
     """What SD3 and Flux share: the VAE side, sizes, dtype/device and identity."""
 
     transformer: Any
@@ -79,21 +82,6 @@ class FlowBackend:
 
     architecture = "flow"
     prediction_type = "flow"
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Pixels per latent cell along each axis (8 for the real models)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def scaling_factor(self) -> float:
-        """The VAE latent scaling factor (1.5305 for SD3, 0.3611 for Flux)."""
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def shift_factor(self) -> float:
-        """The VAE latent shift (0.0609 for SD3, 0.1159 for Flux); subtracted before scaling."""
-        return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
 
     @property
     def pixel_multiple(self) -> int:
@@ -122,14 +110,10 @@ class FlowBackend:
 
     def decode(self, latents: "torch.Tensor") -> "torch.Tensor":
         """Latents (B, C, h, w) -> images (B, 3, H, W) float32 in [0, 1] on the CPU (diffusers' pre-processor)."""
-        from iga.models.base import vae_decode
-
         return vae_decode(self.vae, latents, self.device, self.vae_dtype)
 
     def encode_image(self, images: "torch.Tensor") -> "torch.Tensor":
         """Images (B, 3, H, W) in [0, 1] -> model latents (posterior mean, shifted and scaled)."""
-        from iga.models.base import vae_encode
-
         return vae_encode(self.vae, images, self.device, self.vae_dtype)
 
     def _timesteps(self, t: "torch.Tensor", B: int) -> "torch.Tensor":

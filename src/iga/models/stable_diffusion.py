@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from iga.models.base import VaeLatents, vae_decode, vae_encode
 from iga.models.text import TextEncoderSlot, chunk_count
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(eq=False)
-class StableDiffusionBackend:
+class StableDiffusionBackend(VaeLatents):
     """A loaded SD1/SD2/SDXL model (see ``iga.models.load_backend``)."""
 
     architecture: str
@@ -40,16 +41,6 @@ class StableDiffusionBackend:
     def latent_channels(self) -> int:
         """Channels of the latent space (4 for SD1/SD2/SDXL)."""
         return int(self.unet.config.in_channels)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Pixels per latent cell along each axis (8 for the real families)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def scaling_factor(self) -> float:
-        """The VAE latent scaling factor (0.18215 for SD1/SD2, 0.13025 for SDXL)."""
-        return float(self.vae.config.scaling_factor)
 
     def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
         """The (C, h, w) latent shape for an image of ``width`` x ``height`` pixels."""
@@ -161,14 +152,10 @@ class StableDiffusionBackend:
 
     def decode(self, latents: "torch.Tensor") -> "torch.Tensor":
         """Decode latents (the UNet's scaled latent space) to images (B, 3, H, W) in [0, 1], float32 on the CPU."""
-        from iga.models.base import vae_decode
-
         return vae_decode(self.vae, latents, self.device, self.vae_dtype)
 
     def encode_image(self, images: "torch.Tensor") -> "torch.Tensor":
         """Encode images (B, 3, H, W) in [0, 1] to scaled latents (the posterior mean, deterministic)."""
-        from iga.models.base import vae_encode
-
         return vae_encode(self.vae, images, self.device, self.vae_dtype)
 
     def __repr__(self) -> str:
