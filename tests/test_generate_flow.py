@@ -109,3 +109,14 @@ def test_the_evaluation_protocol_runs_on_a_flow_model(model, tmp_path):
              "--out", tmp_path / "ev", "--mode", "permissive"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "ev" / "report.html").is_file()
+
+
+def test_iga_plan_shows_the_shift_and_guidance_that_will_run(model):
+    variant, folder, _ = model
+    r = cli(["plan", "--model", folder, "--size", "512x512", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    assert "shift" in r.stdout
+    assert ("distilled guidance" in r.stdout) == (variant == "flux_dev")
+    refused = cli(["plan", "--model", folder, "--cfg", "7"])
+    if variant == "flux_dev":  # a guidance-distilled model at CFG 7: refused, with the fix
+        assert refused.exit_code == 3 and "guidance-distilled" in refused.output and "guidance 3.5" in refused.output
