@@ -102,14 +102,7 @@ def generate_cmd(
       iga generate "a white ring on a red background" --preview --preview-every 2
       iga generate "a red star on a white background" --c2pa signer.pem   (C2PA Content Credentials)
     """
-    if fmt not in ("png", "jpg", "jpeg", "webp"):
-        raise _fail(f"--format {fmt!r}: choose png, jpg or webp")
-    if preview_every < 1:
-        raise _fail(f"--preview-every {preview_every}: must be 1 or more")
-    from iga.diagnostics.preview import DECODERS
-
-    if preview_decoder not in DECODERS:
-        raise _fail(f"--preview-decoder {preview_decoder!r}: choose {', '.join(DECODERS)}")
+    _check_output_options(fmt, preview_every, preview_decoder)
     credentials = _c2pa_credentials(c2pa) if c2pa is not None else None
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
@@ -147,12 +140,29 @@ def generate_cmd(
     t_end = time.perf_counter()
     timing = {"resolve_s": round(t_load - t0, 3), "load_s": round(t_sample - t_load, 3),
               "sample_s": round(t_save - t_sample, 3), "save_s": round(t_end - t_save, 3)}
+    _report(plan, results, paths, previews if preview else None, log, timing, as_json)
+
+
+def _check_output_options(fmt: str, preview_every: int, preview_decoder: str) -> None:
+    """Refuse output options that cannot work before anything is resolved or loaded (one line, exit 2)."""
+    if fmt not in ("png", "jpg", "jpeg", "webp"):
+        raise _fail(f"--format {fmt!r}: choose png, jpg or webp")
+    if preview_every < 1:
+        raise _fail(f"--preview-every {preview_every}: must be 1 or more")
+    from iga.diagnostics.preview import DECODERS
+
+    if preview_decoder not in DECODERS:
+        raise _fail(f"--preview-decoder {preview_decoder!r}: choose {', '.join(DECODERS)}")
+
+
+def _report(plan, results, paths, previews, log, timing: dict, as_json: bool) -> None:
+    """The written files (and previews) with a summary line, or the iga.generate/1 JSON."""
     if as_json:
         typer.echo(dumps_strict({"schema": "iga.generate/1", "images": [str(p) for p in paths],
-                               "plans": [r.plan.to_dict() for r in results], "nfe": results[0].nfe,
-                               "audit_log": str(log) if log else None, "timing": timing,
-                               **({"previews": [[str(a), str(b)] for a, b in previews]} if preview else {})},
-                              indent=2))
+                                 "plans": [r.plan.to_dict() for r in results], "nfe": results[0].nfe,
+                                 "audit_log": str(log) if log else None, "timing": timing,
+                                 **({"previews": [[str(a), str(b)] for a, b in previews]}
+                                    if previews is not None else {})}, indent=2))
         return
     for k, p in enumerate(paths):
         typer.echo(str(p))
