@@ -164,3 +164,20 @@ class VaeLatents:
     def shift_factor(self) -> float:
         """The latent shift, subtracted before scaling (0 for SD; 0.0609 SD3, 0.1159 Flux)."""
         return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
+
+
+def pair_texts(prompts: list[str] | str, negatives: list[str] | str) -> tuple[list[str], list[str]]:
+    """Prompts and as many negatives (one negative applies to every prompt; none means empty negatives)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    negatives = [negatives] if isinstance(negatives, str) else list(negatives)
+    if not prompts:
+        raise ValueError("encode_prompt needs at least one prompt")
+    negatives = negatives or [""]
+    if len(negatives) == 1:
+        negatives = negatives * len(prompts)
+    if len(negatives) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(negatives)} negative prompts; give one or the same number")
+    for text in (*prompts, *negatives):
+        if not isinstance(text, str):
+            raise TypeError(f"prompts must be strings, got {type(text).__name__}")
+    return prompts, negatives

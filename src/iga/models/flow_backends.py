@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from iga.models.base import VaeLatents, vae_decode, vae_encode
+from iga.models.base import VaeLatents, pair_texts, vae_decode, vae_encode
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -25,23 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from iga.sampling.base import Conditioning
 
 CLIP_MAX_LENGTH = 77
-
-
-def pair_texts(prompts: list[str] | str, negatives: list[str] | str) -> tuple[list[str], list[str]]:
-    """Prompts and as many negatives (one negative applies to every prompt; none means empty negatives)."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    negatives = [negatives] if isinstance(negatives, str) else list(negatives)
-    if not prompts:
-        raise ValueError("encode_prompt needs at least one prompt")
-    negatives = negatives or [""]
-    if len(negatives) == 1:
-        negatives = negatives * len(prompts)
-    if len(negatives) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(negatives)} negative prompts; give one or the same number")
-    for text in (*prompts, *negatives):
-        if not isinstance(text, str):
-            raise TypeError(f"prompts must be strings, got {type(text).__name__}")
-    return prompts, negatives
 
 
 def _fit_batch(v: "torch.Tensor", B: int, device: "torch.device", dtype: "torch.dtype") -> "torch.Tensor":

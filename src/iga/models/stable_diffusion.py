@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from iga.models.base import VaeLatents, vae_decode, vae_encode
+from iga.models.base import VaeLatents, pair_texts, vae_decode, vae_encode
 from iga.models.text import TextEncoderSlot, chunk_count
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,19 +66,7 @@ class StableDiffusionBackend(VaeLatents):
         """
         import torch
 
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        negatives = [negatives] if isinstance(negatives, str) else list(negatives)
-        if not prompts:
-            raise ValueError("encode_prompt needs at least one prompt")
-        if not negatives:
-            negatives = [""]
-        if len(negatives) == 1:
-            negatives = negatives * len(prompts)
-        if len(negatives) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(negatives)} negative prompts; give one or the same number")
-        for text in (*prompts, *negatives):
-            if not isinstance(text, str):
-                raise TypeError(f"prompts must be strings, got {type(text).__name__}")
+        prompts, negatives = pair_texts(prompts, negatives)
         for slot in self.text_encoders:
             slot.check_clip_skip(clip_skip)
         self.latent_shape(width, height)  # validates the size before any work

@@ -118,6 +118,14 @@ def build_tiny(architecture: str = "sd1", seed: int = 0) -> "TinyModel | TinyFlo
                      model_config)
 
 
+def _write_scheduler_and_index(tiny: Any, root: Path, index: dict[str, Any]) -> Path:
+    """The scheduler config and model_index.json that close a diffusers folder; returns the folder."""
+    (root / "scheduler").mkdir(exist_ok=True)
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(tiny.scheduler_config, indent=2))
+    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+    return root
+
+
 def _save_text_encoders(tiny: Any, root: Path, index: dict[str, Any]) -> None:
     """text_encoder[_N] and tokenizer[_N] sub-folders in diffusers' order, listed in ``index``."""
     for i, (model, tok) in enumerate(zip(tiny.text_encoders, tiny.tokenizers)):
@@ -152,10 +160,7 @@ def save_folder(tiny: "TinyModel | TinyFlowModel", path: str | Path) -> Path:
     tiny.unet.save_pretrained(root / "unet", safe_serialization=True)
     tiny.vae.save_pretrained(root / "vae", safe_serialization=True)
     _save_text_encoders(tiny, root, index)
-    (root / "scheduler").mkdir(exist_ok=True)
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(tiny.scheduler_config, indent=2))
-    (root / "model_index.json").write_text(json.dumps(index, indent=2))
-    return root
+    return _write_scheduler_and_index(tiny, root, index)
 
 
 def save_single_file(tiny: TinyModel, path: str | Path, *, metadata: dict[str, str] | None = None,
@@ -323,10 +328,7 @@ def _save_flow_folder(tiny: TinyFlowModel, root: Path) -> Path:
     tiny.transformer.save_pretrained(root / "transformer", safe_serialization=True)
     tiny.vae.save_pretrained(root / "vae", safe_serialization=True)
     _save_text_encoders(tiny, root, index)
-    (root / "scheduler").mkdir(exist_ok=True)
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(tiny.scheduler_config, indent=2))
-    (root / "model_index.json").write_text(json.dumps(index, indent=2))
-    return root
+    return _write_scheduler_and_index(tiny, root, index)
 
 
 def save_flow_files(tiny: "TinyFlowModel", folder: str | Path) -> Path:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from iga.provenance.errors import ProvenanceError
+from iga.provenance.read import detect_format
 
 ASSERTION_LABEL = "org.iga.provenance"
 ASSERTION_SCHEMA = "iga.c2pa/1"
@@ -209,16 +210,6 @@ def iga_assertion(plan: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- signing
 
 
-def _detect(head: bytes) -> str:
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    raise ProvenanceError("not a PNG, JPEG or WebP file (unrecognised signature)")
-
-
 def _manifest(title: str, mime: str, assertion: dict[str, Any] | None) -> dict[str, Any]:
     from iga import __version__
 
@@ -260,7 +251,7 @@ def sign_image(path: str | os.PathLike[str], cert_chain_pem: bytes | str | Crede
     assertion = iga_assertion(plan)
     try:
         with open(target, "rb") as src:
-            fmt = _detect(src.read(12))
+            fmt = detect_format(src.read(12))
             src.seek(0)
             mime = _MIME[fmt]
             manifest = _manifest(target.name, mime, assertion)
@@ -310,7 +301,7 @@ def read_manifest(path: str | os.PathLike[str], *, plan: Any = None) -> dict[str
     try:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            fmt = _detect(f.read(12))
+            fmt = detect_format(f.read(12))
             if size > MAX_FILE_BYTES:
                 raise ProvenanceError(f"{size} bytes: too large to check its C2PA manifest (limit {MAX_FILE_BYTES})")
             f.seek(0)

@@ -267,9 +267,13 @@ def _flow_nodes(g: "_Graph", inputs: dict[str, Any], out: dict[str, Any], warnin
         return
     vals = [as_float(g.literal(ni.get(k), ("value", "float", "int")), f"ComfyUI ModelSamplingFlux {k}", warnings)
             for k in ("max_shift", "base_shift", "width", "height")]
-    if None not in vals:  # ComfyUI's rule: mu linear in (width x height / 256) tokens between 256 and 4096
+    if None not in vals:  # ComfyUI's node is Flux's rule with its standard token range (16 px per token side)
+        from iga.guard.resolve import flow_shift
+        from iga.recipe.schema import DynamicShift, TrainingSchedule
+
         mx, base, w, h = vals
-        out["shift"] = math.exp(base + (mx - base) / (4096 - 256) * (w * h / 256 - 256))
+        rule = TrainingSchedule(kind="flow", dynamic_shift=DynamicShift(base_shift=base, max_shift=mx))
+        out["shift"] = flow_shift(rule, w, h)
 
 
 # ---------------------------------------------------------------- ComfyUI UI graph ("workflow")

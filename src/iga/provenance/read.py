@@ -175,7 +175,8 @@ def _plan_from_description(desc: str | None) -> tuple[dict[str, Any], list[str]]
     return None
 
 
-def _detect(head: bytes) -> str:
+def detect_format(head: bytes) -> str:
+    """"png", "jpeg" or "webp" from a file's first 12 bytes; ProvenanceError for anything else."""
     if head.startswith(PNG_SIGNATURE):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -192,7 +193,7 @@ def read_provenance(path: Source) -> Provenance:
     exif: ExifText | None = None
     with open_source(path) as f:
         start = f.tell()
-        prov.format = _detect(f.read(12))
+        prov.format = detect_format(f.read(12))
         f.seek(start)
         if prov.format == "png":
             png = read_png_text(f, keys=PNG_KEYS)

@@ -29,6 +29,7 @@ class ModelEntry:
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time per model
     seconds_per_call: float | None = None  # measured: sampling seconds per model call (for expected times)
     knobs: dict | None = None  # the guard's verdict on every sampler and schedule (iga.server.recipes)
+    preset_plans: dict | None = None  # each preset as the guard resolves it (iga.server.recipes)
 
     @property
     def short_hash(self) -> str:

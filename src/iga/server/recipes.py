@@ -19,9 +19,11 @@ def recipe_summary(entry: "ModelEntry") -> dict[str, Any]:
     expected seconds from this server's measured time per call once a job has run)."""
     recipe = entry.source.recipe
     res = recipe.resolution
+    if entry.preset_plans is None:  # the recipe does not change while the server runs: resolve each preset once
+        entry.preset_plans = {p.name: _preset_plan(entry, p.name) for p in recipe.presets}
     presets = []
     for p in recipe.presets:
-        plan = _preset_plan(entry, p.name)
+        plan = entry.preset_plans[p.name]
         nfe = plan.nfe if plan is not None else None
         expected = round(nfe * entry.seconds_per_call, 2) if nfe and entry.seconds_per_call else None
         presets.append({"name": p.name, "description": p.description, "steps": plan.steps if plan else p.steps,

@@ -32,8 +32,10 @@ def _request_from(service: Service, body: dict[str, Any]):
     return entry, service.request(**fields), service.mode(body.get("mode"))
 
 
-def _sse(event: Any) -> str:
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.data, allow_nan=False)}\n\n"
+def _sse(event: Any, *, with_job: bool = False) -> str:
+    """One server-sent event; the server-wide stream also names the job each event belongs to."""
+    data = {"job": event.job, **event.data} if with_job else event.data
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
 
 
 router = APIRouter(prefix="/iga/v1", tags=["iga"])
@@ -121,7 +123,7 @@ async def events(service: Svc, http: HttpRequest):
         while not await http.is_disconnected():
             for ev in service.events.since(seen):
                 seen = ev.seq
-                yield _sse_with_job(ev)
+                yield _sse(ev, with_job=True)
             await asyncio.sleep(POLL_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -170,10 +172,6 @@ def audit(service: Svc, tail: int = 50):
     except ValueError as e:
         return JSONResponse({"path": str(path), "records": [], "error": str(e)})
     return {"path": str(path), "records": records}
-
-
-def _sse_with_job(event: Any) -> str:
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps({'job': event.job, **event.data})}\n\n"
 
 
 def _job(service: Service, job_id: str):
