@@ -14,7 +14,31 @@ PLAN_SCHEMA = "iga.plan/1"
 Mode = Literal["strict", "guarded", "permissive"]
 Severity = Literal["hard", "soft", "info"]
 Outcome = Literal["refused", "overridden", "warned", "applied"]
-OVERRIDABLE = ("sampler", "schedule", "steps", "cfg", "vae", "clip_skip", "size", "guidance", "shift")
+OVERRIDABLE = ("sampler", "schedule", "steps", "cfg", "vae", "clip_skip", "size", "guidance", "shift", "lora",
+               "control", "hires")
+DenoiseSteps = Literal["diffusers", "a1111", "comfyui"]
+InpaintArea = Literal["whole", "only_masked"]
+
+
+class LoraRequest(BaseModel):
+    """One LoRA asked for: a file (or a store id) and its weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="a LoRA .safetensors file, or its id in the model store")
+    weight: float = 1.0
+
+
+class ControlRequest(BaseModel):
+    """One control adapter asked for (ControlNet): the adapter, its conditioning image, strength and window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="a ControlNet file or folder, or its id in the model store")
+    image: str = Field(description="the conditioning image (already preprocessed: edges, depth, pose, ...)")
+    strength: float | None = None
+    start: float = Field(0.0, description="fraction of the steps where the adapter starts acting")
+    end: float = Field(1.0, description="fraction of the steps where it stops")
 
 
 class Request(BaseModel):
@@ -44,6 +68,23 @@ class Request(BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     batch: int = 1
+    init_image: str | None = Field(None, description="img2img: the image to start from (a file path)")
+    denoise: float | None = Field(None, description="img2img/inpaint: how much of the sigma grid to run, 0..1")
+    denoise_steps: DenoiseSteps | None = Field(None, description="how steps and denoise choose the sigmas: diffusers "
+                                               "(default), a1111 or comfyui")
+    mask: str | None = Field(None, description="inpaint: a mask image (white = repaint) or an image with alpha")
+    mask_blur: int | None = Field(None, description="inpaint: Gaussian blur radius of the mask in pixels (A1111: 4)")
+    inpaint_area: InpaintArea | None = Field(None, description="inpaint: whole picture, or only the masked region "
+                                             "cropped with padding, rendered at full size and pasted back")
+    inpaint_padding: int | None = Field(None, description="inpaint only_masked: pixels around the mask (A1111: 32)")
+    hires: float | None = Field(None, description="hires fix: upscale factor of the second pass")
+    hires_steps: int | None = Field(None, description="hires fix: second-pass steps (default: the first pass's)")
+    hires_denoise: float | None = Field(None, description="hires fix: second-pass denoise (default 0.7)")
+    hires_upscaler: str | None = Field(None, description="hires fix: latent, latent-nearest, lanczos, ... ")
+    loras: list[LoraRequest] = Field(default_factory=list)
+    controls: list[ControlRequest] = Field(default_factory=list)
+    refiner: str | None = Field(None, description="SDXL refiner: a model file/folder or store id")
+    refiner_switch: float | None = Field(None, description="SDXL refiner: fraction of the steps the base model runs")
     overrides: list[str] = Field(default_factory=list, description=f"fields to override: {', '.join(OVERRIDABLE)}")
     reason: str | None = None
 
@@ -98,6 +139,83 @@ class VaeIdentity(BaseModel):
     autov2: str | None = None
 
 
+class InputImage(BaseModel):
+    """An image a plan reads (init image, mask, control image): named by the SHA-256 of its file, so replay finds
+    and verifies it; its path only with IGA_RECORD_MODEL_PATH=1."""
+
+    path: str | None = None
+    sha256: str
+    width: int
+    height: int
+
+
+class Img2Img(BaseModel):
+    """Start from an image part-way down the sigma grid (img2img), optionally repainting only a mask (inpaint)."""
+
+    init_image: InputImage
+    denoise: float = Field(description="fraction of the grid run (A1111 'Denoising strength', diffusers 'strength')")
+    denoise_steps: DenoiseSteps = "diffusers"
+    grid_steps: int = Field(description="steps of the full grid the sigmas are cut from")
+    start: int = Field(description="index in the full grid of the first sigma run")
+    mask: InputImage | None = None
+    mask_blur: int = 4
+    inpaint_area: InpaintArea = "whole"
+    inpaint_padding: int = 32
+    inpaint_method: Literal["model", "blend"] | None = Field(
+        None, description="model: a 9-channel inpainting UNet; blend: masked sampling on an ordinary checkpoint")
+
+
+class Hires(BaseModel):
+    """Hires fix: after the first pass, upscale and run a second, partial pass at the larger size."""
+
+    scale: float
+    width: int
+    height: int
+    upscaler: str
+    steps: int
+    denoise: float
+    grid_steps: int
+    start: int
+    sigmas: list[float]
+    nfe: int | None = None
+
+
+class LoraUse(BaseModel):
+    """A LoRA applied to the model, with what its own metadata says it was trained for."""
+
+    name: str
+    path: str | None = None
+    file_sha256: str
+    addnet_sha256: str | None = Field(None, description="SHA-256 of the tensor data (A1111's 'Lora hashes' use its "
+                                      "first 12 hex)")
+    weight: float
+    architecture: str | None = None
+    prediction_type: str | None = None
+
+
+class ControlUse(BaseModel):
+    """A control adapter (ControlNet) with its conditioning image, strength and active window."""
+
+    name: str
+    path: str | None = None
+    file_sha256: str
+    image: InputImage
+    strength: float
+    start: float = 0.0
+    end: float = 1.0
+
+
+class Refiner(BaseModel):
+    """The SDXL refiner stage: the base model runs the sigmas up to the switch, the refiner the rest."""
+
+    model: "ModelIdentity"
+    switch: float = Field(description="fraction of the steps the base model runs (A1111 'Refiner switch at')")
+    switch_index: int = Field(description="index in the plan's sigmas where the refiner takes over")
+    cfg: float | None = None
+    aesthetic_score: float = 6.0
+    negative_aesthetic_score: float = 2.5
+
+
 class Plan(BaseModel):
     """Every effective setting of one generation; serialisable, versioned, replayable."""
 
@@ -136,6 +254,11 @@ class Plan(BaseModel):
     height: int
     clip_skip: int = 1
     vae: VaeIdentity | None = None
+    img2img: Img2Img | None = None
+    hires: Hires | None = None
+    loras: list[LoraUse] = Field(default_factory=list)
+    controls: list[ControlUse] = Field(default_factory=list)
+    refiner: Refiner | None = None
     findings: list[Finding] = Field(default_factory=list)
     overrides: list[OverrideRecord] = Field(default_factory=list)
     runtime: dict[str, Any] | None = Field(None, description="what computed the pixels (torch version, threads, "
