@@ -8,9 +8,12 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# models the tests run are remembered in a throw-away index, never in the user's (iga.guard.store)
+# models the tests run are remembered in a throw-away index, never in the user's (iga.store.used)
 os.environ.setdefault("IGA_MODEL_INDEX", os.path.join(__import__("tempfile").mkdtemp(prefix="iga-index-"),
                                                       "models.json"))
+# and the model store sees only the bundled model unless a test names folders (iga.store)
+os.environ.setdefault("IGA_CONFIG", os.path.join(os.path.dirname(os.environ["IGA_MODEL_INDEX"]), "config.json"))
+os.environ.pop("IGA_MODELS", None)
 
 
 import pytest  # noqa: E402

@@ -29,7 +29,7 @@ TINY_RECIPE: dict[str, Any] = {
     "scheduler": {"name": "karras"},
     "cfg": {"default": 6.0, "min": 3.0, "max": 9.0},
     "steps": {"default": 4, "min": 2, "max": 8},
-    "vae": {"id": "tiny-vae"},
+    "vae": {"id": "tiny-vae", "embedded": True},
     "clip_skip": 1,
     "resolution": {"preferred": ["64x64"], "max": "64x64"},
     "presets": [{"name": "Fast", "steps": 2, "cfg": 5.0}],

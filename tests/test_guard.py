@@ -23,7 +23,7 @@ def recipe(**changes):
         "scheduler": {"name": "karras", "canonical_steps": 20, "subsample": [16, 24, 28, 32]},
         "cfg": {"default": 6.5, "min": 5.0, "max": 9.0},
         "steps": {"default": 20, "min": 16, "max": 32},
-        "vae": {"id": "sdxl-vae-fp16-fix"},
+        "vae": {"id": "sdxl-vae-fp16-fix", "embedded": True},
         "clip_skip": 2,
         "resolution": {"preferred": ["1024x1024"], "max": "1536x1536"},
         "constraints": {"forbid_samplers": ["ddim", "lcm"], "forbid_schedules": ["beta", "turbo"]},
@@ -36,6 +36,20 @@ def recipe(**changes):
 
 R = recipe()
 SDXL = ModelIdentity(name="m", architecture="sdxl")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vae_in_store(tmp_path_factory):
+    """A VAE file "other-vae" in the model store (a header is all the guard reads; its data is 16 zero bytes)."""
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("models")
+    save_file({"decoder.conv_in.weight": np.zeros((1, 4, 1, 1), np.float32)}, str(folder / "other-vae.safetensors"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IGA_MODELS", str(folder))
+    yield folder
+    mp.undo()
 
 
 def outcome(findings, field):

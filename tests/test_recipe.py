@@ -208,7 +208,7 @@ def test_migration_from_flat_proposal_layout():
     }
     assert (0, 1) in MIGRATIONS
     migrated, version, notes = migrate(flat)
-    assert str(version) == "0.1.0" and migrated["iga_version"] == "1.3.0"  # 0.1 -> 1.0 -> 1.1 -> 1.2 -> 1.3
+    assert str(version) == "0.1.0" and migrated["iga_version"] == "1.4.0"  # 0.1 -> 1.0 -> 1.1 -> 1.2 -> 1.3 -> 1.4
     assert migrated["steps"] == {"default": 20, "min": 16, "max": 32}
     assert migrated["cfg"] == {"default": 7.0, "min": 5.0, "max": 9.0}
     recipe, issues = parse_recipe_dict(flat)
@@ -269,7 +269,7 @@ def test_a_1_0_recipe_migrates_to_1_1_with_its_content_unchanged():
             "scheduler": {"name": "karras"}, "cfg": {"default": 7, "min": 5, "max": 9},
             "steps": {"default": 20, "min": 15, "max": 30}}
     migrated, version, _ = migrate(data)
-    assert str(version) == "1.0.0" and migrated == {**data, "iga_version": "1.3.0"}
+    assert str(version) == "1.0.0" and migrated == {**data, "iga_version": "1.4.0"}
 
 
 def test_a_calibration_block_round_trips_and_an_older_minor_recipe_has_none():

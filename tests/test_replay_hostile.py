@@ -107,7 +107,7 @@ def test_replay_save_never_overwrites(made, tmp_path):
 
 def test_a_model_the_user_ran_is_found_again_by_its_weights_not_by_the_images_path(tmp_path):
     """The path an image records is not trusted; the model index remembers what the user ran."""
-    from iga.guard.store import ModelNotFound, locate_model, remember
+    from iga.store.used import ModelNotFound, locate_model, remember
     from iga.models import testing
 
     _, _, single = testing.save_family(tmp_path / "tiny", ["sd1"], seed=5)["sd1"]

@@ -47,8 +47,8 @@ class Model:
         self.path = str(path)
         self.device, self.dtype = device, dtype
         self.source: ModelSource = source if source is not None else describe_model(self.path)
-        self._backends: dict[str | None, Any] = {}
-        from iga.guard.store import remember
+        self._backends: dict[tuple, Any] = {}
+        from iga.store.used import remember
 
         remember(self.source.identity.weights_sha256, self.path, self.source.identity.name)
 
@@ -66,19 +66,26 @@ class Model:
         plan, _ = self.source.resolve(req, mode)
         return plan
 
-    def backend(self, vae: str | None = None):
-        """The loaded backend (cached per VAE), loading weights on first use."""
-        if vae not in self._backends:
+    def backend(self, vae: str | None = None, loras: tuple[tuple[str, str, float], ...] = ()):
+        """The loaded backend, loading weights on first use; cached per VAE and LoRA set (``loras``: (file
+        SHA-256, path, weight) each). LoRAs live in their own backend, so one never leaks into a plan without it."""
+        key = (vae, tuple((sha, weight) for sha, _path, weight in loras))
+        if key not in self._backends:
             from iga.models.loader import load_backend
 
-            self._backends[vae] = load_backend(self.path, vae=vae, device=self.device, dtype=self.dtype)
-        return self._backends[vae]
+            backend = load_backend(self.path, vae=vae, device=self.device, dtype=self.dtype)
+            if loras:
+                from iga.models.lora import with_loras
+
+                backend = with_loras(backend, [(path, weight) for _sha, path, weight in loras])
+            self._backends[key] = backend
+        return self._backends[key]
 
     def backend_for(self, plan: Plan):
-        """The backend a plan runs on (the checkpoint's own VAE or the plan's VAE file)."""
-        from iga.guard.store import vae_file
+        """The backend a plan runs on (the checkpoint's own VAE or the plan's VAE file, and the plan's LoRAs)."""
+        from iga.store.used import lora_files, vae_file
 
-        return self.backend(vae_file(plan))
+        return self.backend(vae_file(plan), lora_files(plan))
 
     def generate(self, prompt: str = "", *, plan: Plan | None = None, mode: Mode = "guarded",
                  callback: Callable[["StepInfo"], None] | None = None, cancel: Any = None,
@@ -162,37 +169,86 @@ def encoding_key(plan: Plan) -> tuple:
 
 
 def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] | None = None,
-           cancel: Any = None, encoded: tuple[dict, dict] | None = None) -> tuple[list["np.ndarray"], int]:
+           cancel: Any = None, encoded: tuple[dict, dict] | None = None,
+           inputs: tuple[Any, Any] | None = None) -> tuple[list["np.ndarray"], int]:
     """Run one plan on a loaded backend; return (uint8 HxWx3 arrays, model calls per image).
 
     Image k is computed exactly as seed k alone would be (same shapes, same kernels), so each image's own
-    plan replays to identical pixels. ``encoded`` is the plan's conditioning when the caller already has it.
+    plan replays to identical pixels. ``encoded`` is the plan's conditioning when the caller already has it;
+    ``inputs`` the (init image, mask) of an img2img plan when the caller has them (else found by hash).
     """
+    import numpy as np
     import torch
 
-    from iga.sampling.noise import initial_noise, make_noise_sampler
-    from iga.sampling.run import sample
+    from iga import stages
     from iga.sampling.samplers import SAMPLERS
 
     spec = SAMPLERS[plan.sampler]
-    images: list[torch.Tensor] = []
+    images: list[np.ndarray] = []
     nfe = 0
     cond, uncond = encoded if encoded is not None else encode(plan, backend)
+    prepared = None
     with torch.inference_mode():
-        sigmas = torch.tensor(plan.sigmas, dtype=torch.float32)
-        shape = backend.latent_shape(plan.width, plan.height)
+        if plan.img2img is not None:
+            init, mask = inputs if inputs is not None else stages.images_given(plan.img2img)
+            prepared = stages.prepare(plan, backend, init, mask)
+            if prepared.concat is not None:  # an inpainting UNet reads the mask and masked image as extra channels
+                cond, uncond = {**cond, "concat": prepared.concat}, {**uncond, "concat": prepared.concat}
+        hires_cond = encode(at_hires_size(plan), backend) if plan.hires is not None else None
         # One image at a time: the network's float rounding depends on the batch size (oneDNN/cuDNN pick
         # different kernels), so a batched image would differ from its seed alone by ~1/255 and could not
         # be replayed from its own plan. The prompt is encoded once for the whole batch.
         for seed in plan.seeds:
-            den = build_denoiser(plan, backend, cond, uncond)
-            noise = initial_noise(shape, [seed], device=backend.device, dtype=backend.dtype)
-            ns = make_noise_sampler(spec.noise, noise, [seed], sigmas)
-            x = sample(spec, den, noise, sigmas, noise_sampler=ns, callback=callback, options=plan.sampler_options,
-                       noise_scaling=plan.noise_scaling, cancel=cancel)
-            images.extend(backend.decode(x))
-            nfe = max(nfe, den.nfe)
-    return [to_uint8(img) for img in images], nfe
+            x, calls = _pass(plan, backend, spec, seed, (cond, uncond), plan.sigmas, plan.width, plan.height,
+                             prepared, callback, cancel)
+            if plan.hires is not None:
+                h = plan.hires
+                start = stages.upscale(x, backend, h.upscaler, h.width, h.height)
+                x, more = _pass(plan, backend, spec, seed, hires_cond, h.sigmas, h.width, h.height,
+                                stages.Prepared(latent=start), callback, cancel)
+                calls += more
+            px = to_uint8(backend.decode(x)[0])
+            if prepared is not None and prepared.crop is not None:
+                px = np.asarray(stages.paste_back(prepared, _to_pil(px)))
+            images.append(px)
+            nfe = max(nfe, calls)
+    return images, nfe
+
+
+def _pass(plan: Plan, backend: Any, spec: Any, seed: int, conditioning: tuple[dict, dict], sigma_list: list[float],
+          width: int, height: int, prepared: Any, callback: Any, cancel: Any) -> tuple["torch.Tensor", int]:
+    """One sampling pass of one seed: from noise, or from ``prepared.latent`` noised to the first sigma (with the
+    unmasked region held to it when there is a mask and no inpainting UNet); returns (latent, model calls)."""
+    import torch
+
+    from iga.sampling.inpaint import MaskedDenoiser
+    from iga.sampling.noise import initial_noise, make_noise_sampler
+    from iga.sampling.run import sample
+
+    sigmas = torch.tensor(sigma_list, dtype=torch.float32)
+    shape = backend.latent_shape(width, height)
+    den = build_denoiser(plan, backend, *conditioning)
+    noise = initial_noise(shape, [seed], device=backend.device, dtype=backend.dtype)
+    latent = None if prepared is None else prepared.latent.to(noise.device, noise.dtype)
+    if prepared is not None and prepared.mask is not None and prepared.concat is None:
+        den = MaskedDenoiser(den, latent, noise, prepared.mask)
+    ns = make_noise_sampler(spec.noise, noise, [seed], sigmas)
+    x = sample(spec, den, noise, sigmas, noise_sampler=ns, callback=callback, options=plan.sampler_options,
+               noise_scaling=plan.noise_scaling, latent=latent, cancel=cancel)
+    if isinstance(den, MaskedDenoiser):
+        x = den.finish(x)
+    return x, den.nfe
+
+
+def at_hires_size(plan: Plan) -> Plan:
+    """The plan as its hires pass sees it (SDXL's size conditioning follows the size rendered)."""
+    assert plan.hires is not None
+    return plan.model_copy(update={"width": plan.hires.width, "height": plan.hires.height})
+
+
+def steps_run(plan: Plan) -> int:
+    """Sampler steps a plan runs per image, over all its passes (progress bars count these)."""
+    return len(plan.sigmas) - 1 + (len(plan.hires.sigmas) - 1 if plan.hires is not None else 0)
 
 
 def to_uint8(img: "torch.Tensor") -> "np.ndarray":

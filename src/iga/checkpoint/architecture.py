@@ -192,6 +192,7 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
         components = _components(tensors, layout)
         if unet_prefix is not None:
             evidence.extend(_unet_evidence(tensors, unet_prefix, layout, notes))
+        variant = _unet_variant(tensors, unet_prefix, layout)
     evidence.extend(_text_encoder_evidence(tensors))
     evidence.extend(_metadata_evidence(metadata))
 
@@ -223,8 +224,23 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
         components=components,
         conflicts=conflicts,
         notes=tuple(notes),
-        variant=variant if architecture in _FLOW_FAMILIES else None,
+        variant=variant if architecture in _FLOW_FAMILIES or variant == "inpaint" else None,
     )
+
+
+INPAINT_CHANNELS = 9  # 4 latent + 1 mask + 4 masked-image latent channels: the "inpaint" variant of a family
+
+
+def _unet_conv_in(tensors: Mapping[str, TensorInfo], prefix: str, layout: str) -> TensorInfo | None:
+    return tensors.get(prefix + ("input_blocks.0.0.weight" if layout == "ldm" else "conv_in.weight"))
+
+
+def _unet_variant(tensors: Mapping[str, TensorInfo], prefix: str | None, layout: str) -> str | None:
+    """ "inpaint" for a UNet that takes the mask and masked image as extra input channels, else None."""
+    conv_in = _unet_conv_in(tensors, prefix, layout) if prefix is not None else None
+    if conv_in is not None and len(conv_in.shape) == 4 and conv_in.shape[1] == INPAINT_CHANNELS:
+        return "inpaint"
+    return None
 
 
 def prediction_hints(header: SafetensorsHeader) -> list[PredictionHint]:
@@ -320,12 +336,8 @@ def _unet_evidence(tensors: Mapping[str, TensorInfo], prefix: str, layout: str, 
         if name.startswith(prefix) and name.endswith("attn2.to_k.weight") and len(t.shape) == 2:
             dims[t.shape[1]] += 1
             example.setdefault(t.shape[1], name)
-    if layout == "ldm":
-        adm = tensors.get(prefix + "label_emb.0.0.weight")
-        conv_in = tensors.get(prefix + "input_blocks.0.0.weight")
-    else:
-        adm = tensors.get(prefix + "add_embedding.linear_1.weight")
-        conv_in = tensors.get(prefix + "conv_in.weight")
+    adm = tensors.get(prefix + ("label_emb.0.0.weight" if layout == "ldm" else "add_embedding.linear_1.weight"))
+    conv_in = _unet_conv_in(tensors, prefix, layout)
     adm_in = adm.shape[1] if adm is not None and len(adm.shape) == 2 else None
     for dim, count in dims.items():
         name = example[dim]
@@ -343,7 +355,7 @@ def _unet_evidence(tensors: Mapping[str, TensorInfo], prefix: str, layout: str, 
     if conv_in is not None and len(conv_in.shape) == 4:
         in_ch = conv_in.shape[1]
         out.append(Evidence(conv_in.name, f"UNet input conv {list(conv_in.shape)}", None, 1))
-        if in_ch == 9:
+        if in_ch == INPAINT_CHANNELS:
             notes.append("inpainting UNet (9 input channels)")
         elif in_ch == 8:
             notes.append("image-conditioned UNet (8 input channels, e.g. InstructPix2Pix)")

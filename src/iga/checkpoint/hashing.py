@@ -83,6 +83,20 @@ def file_sha256(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
     return h
 
 
+def cached_hashes(paths: list[str], kind: str = "file") -> dict[str, str | None]:
+    """The cached ``kind`` hash ("file" or "weights") of each path while still valid, else None: never reads more
+    than a fingerprint of a file, so listings can show hashes without hashing."""
+    cache = _Cache.load()
+    out: dict[str, str | None] = {}
+    for p in paths:
+        real = os.path.realpath(p)
+        try:
+            out[p] = cache.get(real, kind, os.stat(real))
+        except OSError:
+            out[p] = None
+    return out
+
+
 def autov2(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
     """A1111 "Model hash" (AutoV2): first 10 hex digits of the full-file SHA-256."""
     return file_sha256(path, use_cache=use_cache)[:10]
@@ -182,10 +196,17 @@ def folder_weights_sha256(folder: str | os.PathLike[str], *, use_cache: bool = T
     """A diffusers folder's weights hash: SHA-256 over "relative/path weights_sha256" lines of every .safetensors
     file in it (sorted), and the files it covers — so an image made from a folder is tied to its weights too."""
     root = os.fspath(folder)
-    files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, names in os.walk(root) for f in names
-                   if f.endswith(".safetensors"))
+    files = [os.path.relpath(f, root) for f in folder_weights_files(root)]
     lines = "".join(f"{rel} {weights_sha256(os.path.join(root, rel), use_cache=use_cache)}\n" for rel in files)
     return hashlib.sha256(lines.encode("utf-8")).hexdigest(), files
+
+
+def folder_weights_files(folder: str | os.PathLike[str]) -> list[str]:
+    """The .safetensors files a diffusers folder's weights hash covers, sorted by their path inside it."""
+    root = os.fspath(folder)
+    return [os.path.join(root, rel) for rel in sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, names in os.walk(root) for f in names
+        if f.endswith(".safetensors"))]
 
 
 def fingerprint(path: str, size: int, start: int = 0) -> str:

@@ -60,12 +60,19 @@ def inspect_command(
       tensors       {count, bytes, dtypes: {DTYPE: {count, bytes}}}
       hashes        null, or {weights_sha256, file_sha256, autov2, autov3}
 
+    A LoRA file gets its own report: {schema, path, file_size, kind: "lora", lora: {format, targets,
+    architecture, prediction_type, zero_terminal_snr, rank, alpha, base_model, file_sha256, addnet_sha256,
+    short_hash, training (its ss_*/ModelSpec training metadata), recipe (the iga.recipe narrowing, or null),
+    notes, ...}, metadata, tensors}; its hashes are always computed.
+
     On bad input it prints {"schema": "iga.inspect/1", "path": ..., "error": "..."} and exits 2.
     """
     with _errors(INSPECT_SCHEMA, path if as_json else None):
         report = _inspect(path, with_hash)
     if as_json:
         typer.echo(dumps_strict(report, indent=2, ensure_ascii=False))
+    elif report.get("kind") == "lora":
+        _print_lora(report)
     else:
         _print_inspect(report)
 
@@ -76,6 +83,9 @@ def _inspect(path: Path, with_hash: bool) -> dict[str, Any]:
     from iga.checkpoint import compute_hashes, detect_architecture, find_recipe, group_metadata, read_header
 
     header = read_header(path)
+    lora = _lora_report(path, header)
+    if lora is not None:
+        return lora
     arch = detect_architecture(header)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # conflicts are reported in recipe.warnings
@@ -105,6 +115,53 @@ def _inspect(path: Path, with_hash: bool) -> dict[str, Any]:
         },
         "hashes": hashes,
     }
+
+
+def _lora_report(path: Path, header: Any) -> dict[str, Any] | None:
+    """A LoRA's report (its training metadata and what it implies; hashes always: LoRAs are small), or None for
+    anything that is not a LoRA."""
+    from iga.checkpoint import group_metadata
+    from iga.models.lora import LoraError, lora_format, read_lora
+
+    if lora_format([t.name for t in header.tensors])[0] is None:
+        return None
+    try:
+        info = read_lora(path)
+    except LoraError as e:
+        raise _UsageError(str(e)) from None
+    return {"schema": INSPECT_SCHEMA, "path": str(path), "file_size": header.file_size, "kind": "lora",
+            "lora": info.to_dict(), "metadata": group_metadata(header.metadata),
+            "tensors": {"count": len(header.tensors), "bytes": header.data_len, "dtypes": header.dtype_summary()}}
+
+
+def _print_lora(r: dict[str, Any]) -> None:
+    echo, lo = typer.echo, r["lora"]
+    echo(f"{r['path']}\n  LoRA ({lo['format']} keys) for {', '.join(lo['targets'])}, {_size(r['file_size'])}")
+    arch = lo["architecture"] or "not stated"
+    echo(f"  trained for   {arch}" + (f"  [{lo['architecture_source']}]" if lo["architecture_source"] else ""))
+    pred = lo["prediction_type"] or "not stated"
+    echo(f"  prediction    {pred}" + (f"  [{lo['prediction_source']}]" if lo["prediction_source"] else "")
+         + {True: ", zero terminal SNR", False: ", no zero terminal SNR", None: ""}[lo["zero_terminal_snr"]])
+    echo(f"  applies to    {arch} models predicting {pred}; another architecture or prediction type is refused")
+    echo(f"  rank / alpha  {lo['rank']} / {lo['alpha']}" + (f" (scale {lo['alpha'] / lo['rank']:g})"
+                                                          if lo["rank"] and lo["alpha"] is not None else ""))
+    if lo["base_model"]:
+        echo(f"  base model    {lo['base_model']}")
+    echo(f"  hashes        A1111 'Lora hashes' {lo['short_hash']} (tensor data {lo['addnet_sha256']}); "
+         f"file {lo['file_sha256']}")
+    rec = lo["recipe"]
+    if rec is not None:
+        echo("  iga.recipe    narrows the base recipe:")
+        for line in json.dumps(rec, indent=2, ensure_ascii=False).splitlines():
+            echo(f"      {line}")
+    elif lo["recipe_problem"]:
+        echo(f"  iga.recipe    {lo['recipe_problem']}")
+    for n in lo["notes"]:
+        echo(f"  note: {n}")
+    if lo["training"]:
+        echo("  training metadata")
+        for k, v in lo["training"].items():
+            echo(f"      {k} = {_short(v)}")
 
 
 def _normalise(raw: dict[str, Any], source: str) -> dict[str, Any]:

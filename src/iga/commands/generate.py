@@ -13,9 +13,12 @@ from iga.provenance.jsonutil import dumps_strict
 
 from iga.commands.guard import (
     BatchOpt, CfgOpt, ClipSkipOpt, EtaOpt, GuidanceOpt, JsonOpt, ModelOpt, ModeOpt, NegativeOpt, OverrideOpt, PredOpt,
-    PresetOpt, ReasonOpt, RehashOpt, RequireSignedOpt, SamplerOpt, ScheduleOpt, SeedOpt, ShiftOpt, SizeOpt, StepsOpt,
+    LoraOpt, PresetOpt, ReasonOpt, RehashOpt, RequireSignedOpt, SamplerOpt, ScheduleOpt, SeedOpt, ShiftOpt, SizeOpt,
+    StepsOpt,
     TrustOpt,
-    VaeOpt, build_request,
+    VaeOpt, build_request, stage_fields,
+    DenoiseOpt, DenoiseStepsOpt, HiresDenoiseOpt, HiresOpt, HiresStepsOpt, HiresUpscalerOpt, InitImageOpt,
+    InpaintAreaOpt, InpaintPaddingOpt, MaskBlurOpt, MaskOpt,
     print_findings, resolve_for_cli,
 )
 
@@ -64,7 +67,9 @@ class _Progress:
 
 
 def _run(model_obj, plan, progress: bool, preview=None):
-    bar = _Progress((len(plan.sigmas) - 1) * len(plan.seeds), progress)
+    from iga.generate import steps_run
+
+    bar = _Progress(steps_run(plan) * len(plan.seeds), progress)
 
     def both(info) -> None:  # the bar first: a Ctrl-C raised there must not wait for a preview decode
         bar(info)
@@ -81,11 +86,16 @@ def generate_cmd(
     model: ModelOpt = None, preset: PresetOpt = None, sampler: SamplerOpt = None, schedule: ScheduleOpt = None,
     steps: StepsOpt = None, cfg: CfgOpt = None, seed: SeedOpt = None, size: SizeOpt = None, vae: VaeOpt = None,
     clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, guidance: GuidanceOpt = None, shift: ShiftOpt = None,
+    lora: LoraOpt = None,
     override: OverrideOpt = None, reason: ReasonOpt = None, mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
     out: OutOpt = Path("outputs"), fmt: FormatOpt = "png", device: DeviceOpt = "cpu", dtype: DtypeOpt = "float32",
     require_signed: RequireSignedOpt = False, trust: TrustOpt = None, rehash: RehashOpt = False,
     as_json: JsonOpt = False, preview: PreviewOpt = False, preview_every: PreviewEveryOpt = 1,
     preview_decoder: PreviewDecoderOpt = "auto", c2pa: C2paOpt = None,
+    init_image: InitImageOpt = None, denoise: DenoiseOpt = None, denoise_steps: DenoiseStepsOpt = None,
+    mask: MaskOpt = None, mask_blur: MaskBlurOpt = None, inpaint_area: InpaintAreaOpt = None,
+    inpaint_padding: InpaintPaddingOpt = None, hires: HiresOpt = None, hires_steps: HiresStepsOpt = None,
+    hires_denoise: HiresDenoiseOpt = None, hires_upscaler: HiresUpscalerOpt = None,
 ) -> None:
     """Generate images with the model's native recipe; every image carries its full plan (and A1111 infotext).
 
@@ -107,7 +117,9 @@ def generate_cmd(
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
-                            reason=reason, guidance=guidance, shift=shift)
+                            reason=reason, guidance=guidance, shift=shift, lora=lora,
+                            stages=stage_fields(init_image, denoise, denoise_steps, mask, mask_blur, inpaint_area,
+                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler))
     t0 = time.perf_counter()
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="generate",
                                         require_signed=require_signed, trust=trust, rehash=rehash)
@@ -122,8 +134,9 @@ def generate_cmd(
         stream = None
         if preview:
             from iga.diagnostics.preview import PreviewStream
+            from iga.generate import steps_run
 
-            stream = PreviewStream(backend, every=preview_every, decoder=preview_decoder, total=len(plan.sigmas) - 1)
+            stream = PreviewStream(backend, every=preview_every, decoder=preview_decoder, total=steps_run(plan))
         t_sample = time.perf_counter()
         results = _run(m, plan, progress=sys.stderr.isatty() and not as_json, preview=stream)
     except KeyboardInterrupt:
@@ -413,7 +426,7 @@ def _generate_one(source, plan, out: Path) -> Path:
 
 
 def _replay_model(plan, model: Path | None, trust_path: bool) -> str:
-    from iga.guard.store import ModelNotFound, locate_model
+    from iga.store.used import ModelNotFound, locate_model
 
     try:
         return locate_model(plan.model.name, plan.model.weights_sha256, plan.model.path,

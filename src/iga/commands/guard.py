@@ -30,8 +30,38 @@ GuidanceOpt = Annotated[Optional[float], typer.Option(help="distilled guidance o
                                                       "dev; Forge's Distilled CFG Scale); not --cfg")]
 ShiftOpt = Annotated[Optional[float], typer.Option(help="advanced: the flow timestep shift (SD3, Flux); default: the "
                                                    "recipe's, or its dynamic rule at this size")]
+LoraOpt = Annotated[Optional[list[str]], typer.Option("--lora", metavar="FILE[:WEIGHT]", help="apply a LoRA "
+                    "(.safetensors; repeatable), weight 1.0 unless given: --lora style.safetensors:0.8")]
+InitImageOpt = Annotated[Optional[Path], typer.Option("--init-image", help="img2img: start from this image (its "
+                         "size is the default size)", rich_help_panel="img2img, inpainting and hires fix")]
+DenoiseOpt = Annotated[Optional[float], typer.Option(help="img2img: how much to repaint, 0..1 (A1111's Denoising "
+                       "strength; default 0.75)", rich_help_panel="img2img, inpainting and hires fix")]
+DenoiseStepsOpt = Annotated[Optional[str], typer.Option("--denoise-steps", help="how steps and denoise pick the "
+                            "sigmas: diffusers (default: the last int(steps*denoise) of a steps grid), a1111 (one "
+                            "more), comfyui (exactly steps, from a steps/denoise grid)",
+                            rich_help_panel="img2img, inpainting and hires fix")]
+MaskOpt = Annotated[Optional[Path], typer.Option(help="inpaint: white (or transparent) = repaint; the init image's "
+                    "size", rich_help_panel="img2img, inpainting and hires fix")]
+MaskBlurOpt = Annotated[Optional[int], typer.Option("--mask-blur", help="inpaint: blur the mask edge by this many "
+                        "pixels (default 4)", rich_help_panel="img2img, inpainting and hires fix")]
+InpaintAreaOpt = Annotated[Optional[str], typer.Option("--inpaint-area", help="inpaint: whole (default) or "
+                           "only_masked (render the padded masked region at full size, paste it back)",
+                           rich_help_panel="img2img, inpainting and hires fix")]
+InpaintPaddingOpt = Annotated[Optional[int], typer.Option("--inpaint-padding", help="inpaint only_masked: pixels "
+                              "of context around the mask (default 32)",
+                              rich_help_panel="img2img, inpainting and hires fix")]
+HiresOpt = Annotated[Optional[float], typer.Option(metavar="SCALE", help="hires fix: render, upscale by SCALE, "
+                     "repaint at the larger size", rich_help_panel="img2img, inpainting and hires fix")]
+HiresStepsOpt = Annotated[Optional[int], typer.Option("--hires-steps", help="hires fix: second-pass steps (default: "
+                          "the first pass's)", rich_help_panel="img2img, inpainting and hires fix")]
+HiresDenoiseOpt = Annotated[Optional[float], typer.Option("--hires-denoise", help="hires fix: second-pass denoise "
+                            "(default 0.7)", rich_help_panel="img2img, inpainting and hires fix")]
+HiresUpscalerOpt = Annotated[Optional[str], typer.Option("--hires-upscaler", help="hires fix: latent (default), "
+                             "latent-bicubic, latent-nearest, lanczos, nearest, bicubic",
+                             rich_help_panel="img2img, inpainting and hires fix")]
 OverrideOpt = Annotated[Optional[list[str]], typer.Option("--override", help="accept a deviation from the recipe "
-                        "for this field (repeatable): sampler, schedule, steps, cfg, vae, clip_skip, size, guidance, shift")]
+                        "for this field (repeatable): sampler, schedule, steps, cfg, vae, clip_skip, size, guidance, "
+                        "shift, lora, control, hires")]
 ReasonOpt = Annotated[Optional[str], typer.Option(help="why you override (kept in the plan and the audit log)")]
 ModeOpt = Annotated[str, typer.Option(help="strict: no deviations; guarded: deviations only as --override; "
                                       "permissive: deviations warned and logged")]
@@ -53,16 +83,34 @@ def build_request(*, prompt: str = "", preset: str | None = None, sampler: str |
                   seed: int | None = None, size: str | None = None, vae: str | None = None,
                   clip_skip: int | None = None, eta: float | None = None, prediction_type: str | None = None,
                   negative: str = "", batch: int = 1, override: list[str] | None = None, reason: str | None = None,
-                  guidance: float | None = None, shift: float | None = None):
-    """Turn CLI flag values into a guard Request."""
+                  guidance: float | None = None, shift: float | None = None, lora: list[str] | None = None,
+                  stages: dict | None = None):
+    """Turn CLI flag values into a guard Request (``stages``: the img2img/inpaint/hires fields, see
+    ``stage_fields``)."""
     from iga.guard import Request
 
     return Request(
+        **(stages or {}),
+        loras=[parse_lora_option(text) for text in lora or ()],
         preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg, seed=seed, size=size, vae=vae,
         clip_skip=clip_skip, eta=eta, prediction_type=prediction_type, prompt=prompt or "", guidance=guidance,
         shift=shift,
         negative_prompt=negative or "", batch=batch or 1, overrides=list(override or []), reason=reason,
     )
+
+
+def parse_lora_option(text: str):
+    """``FILE[:WEIGHT]`` -> LoraRequest. Split at the last colon only when a number follows, so a Windows path
+    (``C:\\loras\\x.safetensors``) or a file name with a colon keeps its colons."""
+    from iga.guard.plan import LoraRequest
+
+    path, sep, tail = text.rpartition(":")
+    if sep and path:
+        try:
+            return LoraRequest(path=path, weight=float(tail))
+        except ValueError:
+            pass
+    return LoraRequest(path=text)
 
 
 def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, action: str,
@@ -88,7 +136,7 @@ def resolve_for_cli(model: Path | None, request, mode: str, *, as_json: bool, ac
     except (CheckpointError, RecipeError) as e:
         raise _fail(str(e)) from None
     if model:  # a model the user chose: replay and the doctor may find it again by its weights hash
-        from iga.guard.store import remember
+        from iga.store.used import remember
 
         remember(source.identity.weights_sha256, source.path, source.identity.name)
     if mode not in ("strict", "guarded", "permissive"):
@@ -160,6 +208,10 @@ def print_plan(plan, log_path) -> None:
         rows.insert(-3, ("shift", f"{ts.get('shift', 1.0):.4g}"))
     if plan.guidance is not None:
         rows.insert(-3, ("distilled guidance", f"{plan.guidance:g}"))
+    for u in plan.loras:
+        narrowed = f"; {'; '.join(u.narrowed)}" if u.narrowed else ""
+        rows.append((f"lora {u.name}", f"weight {u.weight:g} ({u.format}, {u.architecture or '?'}/"
+                     f"{u.prediction_type or '?'}, hash {(u.addnet_sha256 or '')[:12]}){narrowed}"))
     for o in plan.overrides:
         rows.append((f"override {o.field}", f"{o.recipe_value} -> {o.requested_value} ({o.reason or 'no reason'})"))
     if log_path:
@@ -174,7 +226,21 @@ def _vae_text(plan) -> str:
         return "none (pixel-space model)"
     if plan.vae is None or plan.vae.source == "checkpoint":
         return f"the checkpoint's own{' (' + plan.vae.id + ')' if plan.vae and plan.vae.id else ''}"
-    return f"{plan.vae.id} ({plan.vae.path})"
+    return f"{plan.vae.id} ({plan.vae.path or 'file ' + str(plan.vae.autov2)})"
+
+
+def stage_fields(init_image: Path | None, denoise: float | None, denoise_steps: str | None, mask: Path | None,
+                 mask_blur: int | None, inpaint_area: str | None, inpaint_padding: int | None, hires: float | None,
+                 hires_steps: int | None, hires_denoise: float | None, hires_upscaler: str | None) -> dict:
+    """The img2img, inpainting and hires-fix flags as Request fields (``iga plan`` and ``iga generate`` share them)."""
+    for flag, value, choices in (("--denoise-steps", denoise_steps, ("diffusers", "a1111", "comfyui")),
+                                 ("--inpaint-area", inpaint_area, ("whole", "only_masked"))):
+        if value is not None and value not in choices:
+            raise _fail(f"{flag} {value!r}: choose {' or '.join(choices)}")
+    return {"init_image": str(init_image) if init_image else None, "denoise": denoise, "denoise_steps": denoise_steps,
+            "mask": str(mask) if mask else None, "mask_blur": mask_blur, "inpaint_area": inpaint_area,
+            "inpaint_padding": inpaint_padding, "hires": hires, "hires_steps": hires_steps,
+            "hires_denoise": hires_denoise, "hires_upscaler": hires_upscaler}
 
 
 def plan_cmd(
@@ -182,9 +248,14 @@ def plan_cmd(
     model: ModelOpt = None, preset: PresetOpt = None, sampler: SamplerOpt = None, schedule: ScheduleOpt = None,
     steps: StepsOpt = None, cfg: CfgOpt = None, seed: SeedOpt = None, size: SizeOpt = None, vae: VaeOpt = None,
     clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, guidance: GuidanceOpt = None, shift: ShiftOpt = None,
+    lora: LoraOpt = None,
     override: OverrideOpt = None, reason: ReasonOpt = None, mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
     require_signed: RequireSignedOpt = False, trust: TrustOpt = None, rehash: RehashOpt = False,
     as_json: JsonOpt = False,
+    init_image: InitImageOpt = None, denoise: DenoiseOpt = None, denoise_steps: DenoiseStepsOpt = None,
+    mask: MaskOpt = None, mask_blur: MaskBlurOpt = None, inpaint_area: InpaintAreaOpt = None,
+    inpaint_padding: InpaintPaddingOpt = None, hires: HiresOpt = None, hires_steps: HiresStepsOpt = None,
+    hires_denoise: HiresDenoiseOpt = None, hires_upscaler: HiresUpscalerOpt = None,
 ) -> None:
     """Resolve settings against the model's recipe and print the plan and every finding, without generating.
 
@@ -201,7 +272,9 @@ def plan_cmd(
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
-                            reason=reason, guidance=guidance, shift=shift)
+                            reason=reason, guidance=guidance, shift=shift, lora=lora,
+                            stages=stage_fields(init_image, denoise, denoise_steps, mask, mask_blur, inpaint_area,
+                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler))
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="plan",
                                         require_signed=require_signed, trust=trust, rehash=rehash)
     if as_json:

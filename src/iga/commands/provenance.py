@@ -23,6 +23,23 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show_command)
 
 
+def _hires_text(report) -> str | None:
+    """Hires fix as one line: "x2, 10 steps, latent" (the denoise has its own row)."""
+    if report.get("hires_scale") is None:
+        return None
+    parts = [f"x{report['hires_scale']:g}", f"{report['hires_steps']} steps" if report.get("hires_steps") else None,
+             report.get("hires_upscaler")]
+    return ", ".join(p for p in parts if p)
+
+
+def _loras_text(loras) -> str | None:
+    """name (hash) x weight, ...: the weight only where the source records it (A1111 keeps it in the prompt)."""
+    if not loras:
+        return None
+    return ", ".join(f"{u.get('name')} ({u.get('hash')})" + (f" x {u['weight']:g}" if u.get("weight") is not None
+                                                             else "") for u in loras)
+
+
 def show_command(
     image: Annotated[Path, typer.Argument(help="a PNG, JPEG or WebP image")],
     as_json: Annotated[bool, typer.Option("--json", help=f"machine-readable output (schema {SHOW_SCHEMA})")] = False,
@@ -37,7 +54,8 @@ def show_command(
 
       schema, path, source (iga|a1111|fooocus|swarmui|comfyui|invokeai|none), format (png|jpeg|webp), prompt,
       negative_prompt, seed, steps, cfg, sampler, schedule, width, height, model_name, model_hash,
-      clip_skip, denoise, guidance (distilled), shift (flow), image_width, image_height, plan (the full iga plan,
+      clip_skip, denoise, guidance (distilled), shift (flow), loras ([{name, hash, weight}]: A1111's
+      'Lora hashes', weights from iga plans only), image_width, image_height, plan (the full iga plan,
       or null), raw (the metadata texts as found), warnings (list of strings), c2pa (the C2PA manifest summary, or null when there is
       none or the c2pa extra is not installed: state Trusted|Valid|Invalid, valid, trusted, status, failures,
       title, label, claim_generator, signer, actions, iga (the org.iga.provenance assertion), plan_matches)
@@ -132,7 +150,8 @@ def _print_report(report: dict[str, Any]) -> None:
                 ("seed", report["seed"]), ("steps", report["steps"]), ("cfg", report["cfg"]),
                 ("sampler", report["sampler"]), ("schedule", report["schedule"]), ("size", size_gen),
                 ("model", report["model_name"]), ("model hash", report["model_hash"]),
-                ("clip skip", report["clip_skip"]), ("denoise", report["denoise"])]
+                ("clip skip", report["clip_skip"]), ("denoise", report["denoise"]),
+                ("loras", _loras_text(report.get("loras"))), ("hires", _hires_text(report))]
         plan = report.get("plan") or {}
         for key in ("prediction_type", "nfe", "cfg_variant", "cfg_rescale", "eta", "mode", "iga_version"):
             if plan.get(key) not in (None, "", [], {}):

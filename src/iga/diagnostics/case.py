@@ -51,8 +51,8 @@ def request_from_plan(plan: dict[str, Any]) -> Request:
 
 
 def _model(model: str | Path | None, plan: dict[str, Any] | None, where: str, trust_path: bool) -> str:
-    """The model to re-run on: --model, or the plan's weights found among known models (``iga.guard.store``)."""
-    from iga.guard.store import ModelNotFound, locate_model
+    """The model to re-run on: --model, or the plan's weights found among known models (``iga.store.used``)."""
+    from iga.store.used import ModelNotFound, locate_model
 
     recorded = plan.get("model") if plan and isinstance(plan.get("model"), dict) else {}
     try:

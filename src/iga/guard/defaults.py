@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from iga.recipe.schema import Recipe
+from iga.recipe.schema import RECIPE_VERSION, Recipe
 
 _SD_SCHEDULE = {"kind": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
                 "num_train_timesteps": 1000, "zero_terminal_snr": False}
@@ -67,7 +67,7 @@ def architecture_default_recipe(architecture: str, prediction_type: str | None =
     a = _ARCH.get(key, _ARCH["unknown"])
     cfg, steps = a.get("cfg", (7.0, 0.0, 30.0)), a.get("steps", (20, UI_STEPS[0], UI_STEPS[1]))
     data: dict[str, Any] = {
-        "iga_version": "1.3.0",
+        "iga_version": RECIPE_VERSION,
         "model_id": f"{architecture} (no recipe)",
         "architecture": architecture if key in _ARCH else None,
         "prediction_type": prediction_type or a["prediction_type"],

@@ -191,6 +191,11 @@ class LoraUse(BaseModel):
     weight: float
     architecture: str | None = None
     prediction_type: str | None = None
+    format: str | None = Field(None, description="kohya | diffusers | peft (the key layout)")
+    weight_range: list[float] | None = Field(None, description="[min, max] weight the LoRA's own recipe allows")
+    narrowed: list[str] = Field(default_factory=list, description="what the LoRA's recipe changed in the recipe")
+    effective: dict[str, Any] | None = Field(None, description="the recipe's cfg and steps ranges and constraints "
+                                             "in force after this LoRA's narrowing (only when it narrowed any)")
 
 
 class ControlUse(BaseModel):
@@ -284,19 +289,40 @@ class Plan(BaseModel):
         stored plan goes back through the guard."""
         vae = None
         if self.vae is not None and self.vae.source == "file":
-            from iga.guard.store import vae_file
+            from iga.store.used import vae_file
 
             vae = vae_file(self)  # the recorded path, or the file with the recorded hash (ValueError if neither)
         elif self.vae is not None:
             vae = self.vae.id
         ts = self.training_schedule or {}
         shift = ts.get("shift") if ts.get("kind") == "flow" else None
-        return Request(sampler=self.sampler, schedule=self.schedule, steps=self.steps, cfg=self.cfg,
+        from iga.store.used import lora_files
+
+        loras = [LoraRequest(path=path, weight=weight) for _sha, path, weight in lora_files(self)]
+        return Request(**self._stage_fields(), loras=loras, sampler=self.sampler, schedule=self.schedule, steps=self.steps, cfg=self.cfg,
                        guidance=self.guidance, shift=shift,
                        cfg_variant=self.cfg_variant, cfg_rescale=self.cfg_rescale, eta=self.eta, seed=self.seed,
                        size=f"{self.width}x{self.height}", vae=vae, clip_skip=self.clip_skip,
                        prediction_type=self.prediction_type, prompt=self.prompt, negative_prompt=self.negative_prompt,
                        sigmas=list(self.sigmas) if self.schedule == "explicit" else None)
+
+    def _stage_fields(self) -> dict[str, Any]:
+        """The img2img, inpaint and hires-fix request fields that ask for this plan's passes again (its input images
+        found again by hash: ValueError when they are not here)."""
+        from iga.guard.images import stored_input_path
+
+        out: dict[str, Any] = {}
+        spec = self.img2img
+        if spec is not None:
+            out.update(init_image=stored_input_path(spec.init_image, "init image"), denoise=spec.denoise,
+                       denoise_steps=spec.denoise_steps)
+            if spec.mask is not None:
+                out.update(mask=stored_input_path(spec.mask, "mask"), mask_blur=spec.mask_blur,
+                           inpaint_area=spec.inpaint_area, inpaint_padding=spec.inpaint_padding)
+        if self.hires is not None:
+            h = self.hires
+            out.update(hires=h.scale, hires_steps=h.steps, hires_denoise=h.denoise, hires_upscaler=h.upscaler)
+        return out
 
     def for_image(self, k: int) -> "Plan":
         """The plan of image k of the batch alone (its own seed), as stored in that image."""

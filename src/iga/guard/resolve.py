@@ -24,7 +24,10 @@ from iga.catalog import CFG_VARIANTS
 from iga.recipe.schema import PREDICTION_ALIASES, Preset, Recipe, parse_size
 
 from .defaults import architecture_default_recipe, default_training_schedule, has_component
-from .plan import OVERRIDABLE, Finding, Mode, ModelIdentity, OverrideRecord, Plan, Request, VaeIdentity
+from .img2img import (DEFAULT_DENOISE, DEFAULT_HIRES_DENOISE, DEFAULT_INPAINT_PADDING, DEFAULT_MASK_BLUR, Inputs,
+                      grid_and_start, hires_size, init_size, read_inputs)
+from .plan import (OVERRIDABLE, Hires, Img2Img, Finding, LoraUse, Mode, ModelIdentity, OverrideRecord, Plan,
+                   Request, VaeIdentity)
 
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 64
@@ -133,14 +136,19 @@ def resolve(
     detected_schedule: dict[str, Any] | None = None,
     integrity: list[tuple[str, str]] | None = None,
     signature: str | None = None,
+    own_vae: bool | None = None,
 ) -> tuple[Plan, list[Finding]]:
     """Resolve a request against a recipe; return (Plan, findings) or raise GuardRefused.
+
+    ``own_vae``: whether the checkpoint holds a VAE of its own (None: not known; a recipe's separate VAE that is
+    missing then falls back to it as a soft finding, and is hard when it is known to have none).
 
     Unknown sampler/schedule names raise ``names.UnknownNameError``; an unknown preset or override field
     raises ``KeyError``/``ValueError`` naming the valid choices.
     """
     req = request or Request()
     _check_mode_and_overrides(req, mode)
+    inputs = read_inputs(req)
     model = model or ModelIdentity(name="model")
     no_recipe = recipe is None
     if recipe is None:
@@ -149,6 +157,8 @@ def resolve(
     r = _Resolver(recipe, req, mode, no_recipe, _now())
     arch = model.architecture
     _check_trust(r, arch, signature, integrity)
+    loras = _loras(r, model)  # first: the recipe the later steps check is the one the LoRAs' recipes narrowed
+    recipe = r.recipe
     preset = _preset(r)
     s = _settings(r, preset)
     _check_prediction_and_architecture(r, arch, detected_prediction)
@@ -158,13 +168,16 @@ def resolve(
     guidance = _guidance(r, recipe, req, preset)
     cfg_variant = _cfg_variant(r, recipe, req, s.sampler)
     cfg_rescale = _cfg_rescale(r)
-    width, height = _size(r)
+    width, height = _size(r, init_size(inputs))
     train = _plan_training_schedule(r, recipe, req, width, height)
     clip_skip = _clip_skip(r, arch)
-    vae = _vae(r, arch)
+    vae = _vae(r, arch, own_vae)
     seeds = _seeds(r)
     eta, options = _sampler_options(r, s.sampler)
     sigmas, nfe = _sigmas_unless_refused(r, train, s, options, arch)
+    _check_inpaint_model(r, model, inputs)
+    sigmas, nfe, img2img = _partial_pass(r, train, s, options, model, inputs, sigmas, nfe)
+    hires = _hires(r, train, s, options, arch, width, height)
     _note_unused_overrides(r)
     if r.refused():
         raise GuardRefused(r.findings)
@@ -176,7 +189,8 @@ def resolve(
         sampler=s.sampler, sampler_options=options, eta=eta, schedule=s.schedule,
         schedule_params=dict(recipe.scheduler.params) if s.schedule == recipe.scheduler.name else {},
         steps=s.steps, sigmas=sigmas, nfe=nfe, cfg=float(s.cfg), cfg_variant=cfg_variant, cfg_rescale=cfg_rescale,
-        width=width, height=height, clip_skip=clip_skip, vae=vae, findings=r.findings, overrides=r.overrides,
+        width=width, height=height, clip_skip=clip_skip, vae=vae, img2img=img2img, hires=hires,
+        loras=loras, findings=r.findings, overrides=r.overrides,
     )
     return plan, r.findings
 
@@ -193,6 +207,98 @@ class _Settings:
 
     def requested(self, field: str) -> bool:
         return self.source[field] == "request"
+
+
+def _loras(r: _Resolver, model: ModelIdentity) -> list[LoraUse]:
+    """Each LoRA read and checked against the base model (what it was trained for is a fact: no mode overrides a
+    mismatch); its own recipe narrows ``r.recipe`` and its weight range is the recipe's to enforce."""
+    from iga.recipe.compose import CompositionError, compose
+
+    uses = []
+    for lr in r.req.loras:
+        info = _read_lora(lr.path)
+        if not _lora_fits(r, info, model, lr.weight):
+            continue
+        try:
+            effective, notes = compose(r.recipe, [(info.recipe, info.name)])
+        except CompositionError as e:
+            r.hard("lora", f"{e}", None, info.name, f"drop --lora {lr.path}, or use a LoRA made for this model")
+            continue
+        for note in notes:
+            r.info("lora", note)
+        r.recipe = effective
+        uses.append(_lora_use(info, lr.weight, notes, effective))
+    return uses
+
+
+def _read_lora(given: str):
+    """The LoRA's description. A file that is missing, a pickle or not a LoRA raises LoraError (a ValueError):
+    like an unknown sampler name, it is bad input to correct, not a setting for the recipe to judge (CLI: exit 2)."""
+    from iga.models.lora import LoraError, read_lora
+    from iga.store.used import remember
+
+    path = Path(given).expanduser()
+    if not path.is_file():
+        if Path(given).suffix or "/" in given or "\\" in given:
+            raise LoraError(f"LoRA not found: {given} (give a .safetensors LoRA file)")
+        from iga.store import find  # an id in the model store; ModelNotFound (a ValueError) lists close ids
+
+        path = Path(find(given, kind="lora").path)
+    info = read_lora(path.resolve())
+    remember(info.file_sha256, str(path.resolve()), info.name)  # replay finds it again by its hash
+    return info
+
+
+def _lora_fits(r: _Resolver, info: Any, model: ModelIdentity, weight: float) -> bool:
+    """A LoRA for another architecture or prediction type is hard; a weight outside its recipe's range is soft."""
+    arch, pred, ok = model.architecture, r.recipe.prediction_type, True
+    where = f" ({info.architecture_source})" if info.architecture_source else ""
+    if arch not in ("sd1", "sd2", "sdxl", "unknown"):
+        r.hard("lora", f"LoRA {info.name!r}: LoRAs apply to SD1/SD2/SDXL models here, not {arch}", arch, info.name,
+               "drop --lora")
+        ok = False
+    elif info.architecture and arch != "unknown" and info.architecture != arch:
+        r.hard("lora", f"LoRA {info.name!r} was trained for {info.architecture}{where} but the model is {arch}: its "
+               "layers do not fit this network", arch, info.architecture, f"use a LoRA trained for {arch}")
+        ok = False
+    elif info.architecture is None:
+        r.info("lora", f"LoRA {info.name!r} does not say which architecture it was trained for; applied as is")
+    if info.prediction_type and info.prediction_type != pred:
+        r.hard("lora", f"LoRA {info.name!r} was trained for {info.prediction_type!r} prediction "
+               f"({info.prediction_source}) but the model predicts {pred!r}: it would push every step the wrong "
+               "way", pred, info.prediction_type, f"use a LoRA trained on a {pred} model")
+        ok = False
+    ts = r.recipe.training_schedule
+    if info.zero_terminal_snr and not (ts is not None and ts.zero_terminal_snr):
+        r.info("lora", f"LoRA {info.name!r} was trained with zero-terminal SNR on a model without it: its darkest "
+               "and brightest tones may shift")
+    if info.recipe_problem:
+        r.soft("lora", "lora", f"LoRA {info.name!r}: {info.recipe_problem}; its constraints cannot be applied", None,
+               info.name, "fix the LoRA's iga.recipe")
+    if not math.isfinite(weight):
+        r.hard("lora", f"LoRA {info.name!r}: weight {weight} is not a number", 1.0, weight, "use a weight like 0.8")
+        ok = False
+    elif info.recipe is not None and info.recipe.weight is not None:
+        w = info.recipe.weight
+        if not w.min <= weight <= w.max:
+            r.soft("lora", "lora", f"LoRA {info.name!r} at weight {weight:g} is outside its recipe's range "
+                   f"{w.min:g}..{w.max:g}", w.default, weight, f"use {min(max(weight, w.min), w.max):g}")
+    return ok
+
+
+def _lora_use(info: Any, weight: float, notes: list[str], effective: Recipe) -> LoraUse:
+    import os
+
+    from iga.guard.source import RECORD_PATH_ENV
+
+    w = info.recipe.weight if info.recipe is not None else None
+    narrowed = {"cfg": effective.cfg.model_dump(include={"default", "min", "max"}),
+                "steps": effective.steps.model_dump(include={"default", "min", "max"}),
+                "constraints": effective.constraints.model_dump(exclude_none=True)} if notes else None
+    return LoraUse(name=info.name, path=info.path if os.environ.get(RECORD_PATH_ENV) == "1" else None,
+                   file_sha256=info.file_sha256, addnet_sha256=info.addnet_sha256, weight=float(weight),
+                   architecture=info.architecture, prediction_type=info.prediction_type, format=info.format,
+                   weight_range=[w.min, w.max] if w is not None else None, narrowed=notes, effective=narrowed)
 
 
 def _check_mode_and_overrides(req: Request, mode: Mode) -> None:
@@ -365,11 +471,12 @@ def _cfg_rescale(r: _Resolver) -> float:
     return rescale
 
 
-def _size(r: _Resolver) -> tuple[int, int]:
-    """Width and height: the request's, else the recipe's preferred size. Sizes the latent grid or iga cannot
-    take are hard; above the recipe's maximum is soft (the model was not trained that large)."""
+def _size(r: _Resolver, init_size: str | None = None) -> tuple[int, int]:
+    """Width and height: the request's, else the init image's (img2img), else the recipe's preferred size. Sizes
+    the latent grid or iga cannot take are hard; above the recipe's maximum is soft (the model was not trained
+    that large)."""
     res = r.recipe.resolution
-    default_size = res.preferred[0] if res and res.preferred else "512x512"
+    default_size = init_size or (res.preferred[0] if res and res.preferred else "512x512")
     size_text = r.req.size or default_size
     try:
         width, height = parse_size(size_text)
@@ -383,7 +490,7 @@ def _size(r: _Resolver) -> tuple[int, int]:
         r.hard("size", f"{size_text} is {width * height / 1e6:.0f} megapixels, more than iga renders "
                f"({MAX_PLAN_PIXELS / 1e6:.0f})", default_size, size_text, "use at most 4096x4096")
     elif r.req.size is None:
-        r.info("size", f"{size_text} (the recipe's preferred size)", default_size)
+        r.info("size", f"{size_text} (the {'init image' if init_size else 'recipe'}'s size)", default_size)
     elif res and res.max:
         mw, mh = parse_size(res.max)
         if width > mw or height > mh:
@@ -408,12 +515,14 @@ def _clip_skip(r: _Resolver, architecture: str) -> int:
     return clip_skip
 
 
-def _vae(r: _Resolver, architecture: str) -> VaeIdentity | None:
-    """The VAE; asking for one on a pixel-space model is hard (there is none to replace)."""
+def _vae(r: _Resolver, architecture: str, own_vae: bool | None = None) -> VaeIdentity | None:
+    """The VAE; asking for one on a pixel-space model is hard (there is none to replace). ``own_vae``: whether the
+    checkpoint holds a VAE of its own (None: not known, assumed)."""
     if r.req.vae is not None and not has_component(architecture, "vae"):
         r.hard("vae", f"{architecture} models sample pixels and have no VAE to replace", None, r.req.vae,
                "drop --vae")
-    return _resolve_vae(r, r.recipe, r.req)
+        return None
+    return _resolve_vae(r, r.recipe, r.req, architecture, own_vae)
 
 
 def _seeds(r: _Resolver) -> list[int]:
@@ -456,6 +565,115 @@ def _sigmas_unless_refused(r: _Resolver, train: dict[str, Any], s: _Settings, op
         return [], None
     return _sigmas_and_nfe(r, r.recipe, train, s.sampler, s.schedule, s.steps, r.recipe.prediction_type,
                            architecture, r.req.sigmas)
+
+
+def _partial_pass(r: _Resolver, train: dict[str, Any], s: _Settings, options: dict[str, Any], model: ModelIdentity,
+                  inputs: Inputs, sigmas: list[float], nfe: int | None
+                  ) -> tuple[list[float], int | None, Img2Img | None]:
+    """img2img: the tail of the sigma grid that runs from the init image (see ``iga.guard.img2img`` for how steps
+    and denoise choose it under each tool's convention). The grid itself must satisfy the recipe's step rules."""
+    req = r.req
+    if inputs.init is None or not sigmas:
+        return sigmas, nfe, None
+    denoise = req.denoise if req.denoise is not None else DEFAULT_DENOISE
+    if req.denoise is None:
+        r.info("denoise", f"denoise {denoise} (the default)", None, denoise)
+    convention = req.denoise_steps or "diffusers"
+    grid, start = grid_and_start(convention, s.steps, denoise)
+    if grid != s.steps:
+        _check_grid_steps(r, "steps", grid, f"denoise {denoise} under the {convention} convention walks a "
+                          f"{grid}-step grid", "raise denoise, or use the diffusers convention (its grid has the "
+                          "requested steps)")
+        if r.refused():
+            return [], None, None
+        sigmas, nfe = _sigmas_and_nfe(r, r.recipe, train, s.sampler, s.schedule, grid, r.recipe.prediction_type,
+                                      model.architecture, None)
+    if start >= len(sigmas) - 1:
+        r.hard("denoise", f"denoise {denoise} with {s.steps} steps runs no step ({convention} convention)", None,
+               denoise, "raise denoise or steps")
+        return [], None, None
+    cut, nfe = _cut(r, s.sampler, sigmas, start)
+    r.info("denoise", f"img2img: {len(cut) - 1} of {grid} steps from sigma {cut[0]:.4g} (denoise {denoise}, "
+           f"{convention} convention)")
+    spec = Img2Img(init_image=inputs.init, denoise=denoise, denoise_steps=convention, grid_steps=grid, start=start,
+                   mask=inputs.mask)
+    if inputs.mask is not None:
+        spec = spec.model_copy(update={
+            "mask_blur": req.mask_blur if req.mask_blur is not None else DEFAULT_MASK_BLUR,
+            "inpaint_area": req.inpaint_area or "whole",
+            "inpaint_padding": req.inpaint_padding if req.inpaint_padding is not None else DEFAULT_INPAINT_PADDING,
+            "inpaint_method": "model" if model.variant == "inpaint" else "blend"})
+    return cut, nfe, spec
+
+
+def _check_inpaint_model(r: _Resolver, model: ModelIdentity, inputs: Inputs) -> None:
+    """An inpainting UNet reads a mask and a masked image with every call: without them it cannot run."""
+    if model.variant == "inpaint" and inputs.mask is None:
+        r.hard("mask", "this is an inpainting checkpoint (its UNet also takes a mask and the masked image); it "
+               "needs an init image and a mask", None, None, "pass --init-image and --mask, or use the "
+               "ordinary (non-inpainting) checkpoint for text-to-image")
+
+
+def _cut(r: _Resolver, sampler: str, sigmas: list[float], start: int) -> tuple[list[float], int | None]:
+    """The sigmas from index ``start`` on, and the model calls the sampler makes on them."""
+    from iga.sampling.base import SamplingError
+    from iga.sampling.samplers import expected_nfe
+    import torch
+
+    cut = sigmas[start:]
+    try:
+        nfe = expected_nfe(sampler, torch.tensor(cut), kind="flow" if r.recipe.prediction_type == "flow" else "vp")
+    except SamplingError as e:
+        r.hard("denoise", str(e), None, None, "raise denoise or steps")
+        return [], None
+    return cut, nfe
+
+
+def _check_grid_steps(r: _Resolver, field: str, grid: int, what: str, fix: str) -> None:
+    """A grid a partial pass is cut from: more steps than iga runs is hard; off the recipe's range is soft (its
+    sigma spacing is what the recipe validates)."""
+    lo, hi = r.recipe.steps.min, r.recipe.steps.max
+    if grid > MAX_PLAN_STEPS:
+        r.hard(field, f"{what}: more than iga runs ({MAX_PLAN_STEPS})", None, grid, fix)
+    elif not lo <= grid <= hi and not r.no_recipe:
+        r.soft(field, field, f"{what}, outside the recipe's range {lo}..{hi}", r.recipe.steps.default, grid, fix)
+
+
+def _hires(r: _Resolver, train: dict[str, Any], s: _Settings, options: dict[str, Any], architecture: str,
+           width: int, height: int) -> Hires | None:
+    """Hires fix: a second pass at ``scale`` times the size, cut from its own grid by the comfyui rule (exactly
+    ``hires_steps`` run). Its size meets the same limits as the first pass's; its grid the recipe's step range."""
+    from iga.catalog.upscalers import DEFAULT_UPSCALER, resolve_upscaler
+
+    req = r.req
+    if req.hires is None or r.refused():
+        return None
+    upscaler = resolve_upscaler(req.hires_upscaler) if req.hires_upscaler else DEFAULT_UPSCALER
+    hw, hh = hires_size(width, height, req.hires)
+    steps = req.hires_steps or s.steps
+    denoise = req.hires_denoise if req.hires_denoise is not None else DEFAULT_HIRES_DENOISE
+    res = r.recipe.resolution
+    if hw * hh > MAX_PLAN_PIXELS:
+        r.hard("hires", f"hires fix to {hw}x{hh} is more than iga renders ({MAX_PLAN_PIXELS / 1e6:.0f} megapixels)",
+               None, req.hires, "use a smaller scale")
+    elif res and res.max:
+        mw, mh = parse_size(res.max)
+        if hw > mw or hh > mh:
+            r.soft("hires", "hires", f"hires fix to {hw}x{hh} is above the recipe's maximum {res.max}", res.max,
+                   f"{hw}x{hh}", "use a smaller scale")
+    grid, start = grid_and_start("comfyui", steps, denoise)
+    _check_grid_steps(r, "hires", grid, f"hires steps {steps} at denoise {denoise} walk a {grid}-step grid",
+                      f"use about {round(r.recipe.steps.default * denoise)} hires steps, or another hires denoise")
+    if r.refused():
+        return None
+    sigmas, _ = _sigmas_and_nfe(r, r.recipe, train, s.sampler, s.schedule, grid, r.recipe.prediction_type,
+                                architecture, None)
+    if not sigmas:
+        return None
+    cut, nfe = _cut(r, s.sampler, sigmas, start)
+    r.info("hires", f"hires fix: {upscaler} to {hw}x{hh}, then {len(cut) - 1} steps at denoise {denoise}")
+    return Hires(scale=req.hires, width=hw, height=hh, upscaler=upscaler, steps=steps, denoise=denoise,
+                 grid_steps=grid, start=start, sigmas=cut, nfe=nfe)
 
 
 def _note_unused_overrides(r: _Resolver) -> None:
@@ -558,37 +776,128 @@ def _check_sampler(r: _Resolver, sampler: str, options: dict[str, Any]) -> None:
         r.hard(field, why, None, options[name], fix)
 
 
-def _resolve_vae(r: _Resolver, recipe: Recipe, req: Request) -> VaeIdentity | None:
-    native = recipe.vae.id if recipe.vae else None
+def _resolve_vae(r: _Resolver, recipe: Recipe, req: Request, architecture: str = "unknown",
+                 own_vae: bool | None = None) -> VaeIdentity | None:
+    """The VAE that will really run, as the plan records it. A recipe VAE that is a separate file (``embedded:
+    false``) comes from the model store; when it is not there the checkpoint's own runs, and the plan says so."""
+    spec = recipe.vae
+    native = spec.id if spec else None
     if req.vae is None:
-        return VaeIdentity(id=native, source="checkpoint") if native or recipe.vae else None
-    from pathlib import Path
-
-    is_path = Path(req.vae).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(req.vae).exists()
-    ident = VaeIdentity(id=Path(req.vae).stem if is_path else req.vae, source="file" if is_path else "checkpoint")
-    if is_path:
-        ident = _vae_file_identity(r, ident, Path(req.vae).expanduser().resolve())
-    if native and ident.id != native:
-        r.soft("vae", "vae", f"VAE {ident.id!r} is not the recipe's {native!r}; another VAE shifts colours and "
-               "detail", native, ident.id, f"use the {native} VAE")
+        if spec is None:
+            return None
+        if spec.embedded or not (spec.id or spec.sha256):
+            return VaeIdentity(id=native, source="checkpoint")
+        return _recipe_vae(r, spec, architecture, own_vae)
+    if spec is not None and req.vae == native and not _is_vae_path(req.vae):
+        return VaeIdentity(id=native, source="checkpoint") if spec.embedded else \
+            _recipe_vae(r, spec, architecture, own_vae)
+    if _is_vae_path(req.vae):
+        path = Path(req.vae).expanduser().resolve()
+        ident = _vae_file_identity(r, VaeIdentity(id=path.stem, source="file"), path)
+    else:
+        ident = _store_vae_by_id(r, req.vae, architecture)
+    if ident.file_sha256 is None:  # not found: already refused
+        return ident
+    if spec is not None and _is_recipe_vae(spec, ident):
+        return ident.model_copy(update={"id": native or ident.id})
+    if native or (spec is not None and spec.sha256):
+        r.soft("vae", "vae", f"VAE {ident.id!r} is not the recipe's {native or spec.sha256[:12]!r}; another VAE "
+               "shifts colours and detail", native, ident.id, f"use the {native or 'recipe'} VAE")
     return ident
 
 
-def _vae_file_identity(r: _Resolver, ident: VaeIdentity, path: "Path") -> VaeIdentity:
-    """A VAE file is recorded by its hash (found again through the model store); its local path only with
-    IGA_RECORD_MODEL_PATH=1, so shared images do not reveal local folders."""
+def _is_vae_path(value: str) -> bool:
+    """A path (a file name with a weights suffix, or anything that exists) rather than a store id."""
+    return Path(value).suffix in (".safetensors", ".ckpt", ".pt", ".bin") or Path(value).expanduser().exists()
+
+
+def _is_recipe_vae(spec: Any, ident: VaeIdentity) -> bool:
+    """Whether a VAE file is the one the recipe names: same hash as the recipe records (or as the store's file with
+    the recipe's id), else the same name."""
+    if spec.sha256:
+        return ident.file_sha256 == spec.sha256
+    entry, _ = _store_lookup(spec.id, "vae") if spec.id and not spec.embedded else (None, None)
+    return ident.file_sha256 == entry.sha256() if entry is not None else ident.id == spec.id
+
+
+def _recipe_vae(r: _Resolver, spec: Any, architecture: str, own_vae: bool | None) -> VaeIdentity | None:
+    """The recipe's separate VAE file from the store; absent, the checkpoint's own VAE (soft, recorded as what it
+    is) or, when the checkpoint has none, nothing that can run (hard)."""
+    name = repr(spec.id) if spec.id else f"with SHA-256 {spec.sha256[:12]}..."
+    entry, why = _store_lookup(spec.sha256, "vae", brief=True) if spec.sha256 else (None, None)
+    if entry is None and spec.id:
+        entry, why = _store_lookup(spec.id, "vae", brief=True)
+        if entry is not None and spec.sha256 and entry.sha256() != spec.sha256:
+            entry, why = None, (f"the store's {entry.path} has that id but not the recipe's SHA-256 "
+                                f"{spec.sha256[:12]}...")
+    fix = ("put the VAE file in a models folder (IGA_MODELS, or \"models\" in the config file: see `iga models "
+           "--help`), or pass --vae PATH")
+    if entry is not None:
+        if not _vae_fits(r, entry, architecture):
+            return None
+        return _vae_file_identity(r, VaeIdentity(id=spec.id or entry.id, source="file"), Path(entry.path))
+    if own_vae is False:
+        r.hard("vae", f"the recipe's VAE {name} is a separate file (embedded: false), {why}, and the checkpoint has "
+               "no VAE of its own", spec.id, None, fix)
+        return None
+    r.soft("vae", "vae", f"the recipe's VAE {name} is a separate file (embedded: false), and {why}; the model would "
+           "run with the checkpoint's own VAE, and colours may shift", spec.id, "the checkpoint's own VAE", fix)
+    return VaeIdentity(id=None, source="checkpoint")
+
+
+def _store_vae_by_id(r: _Resolver, vae_id: str, architecture: str) -> VaeIdentity:
+    """A requested VAE id (not a path) from the store; unknown or ambiguous is hard (nothing to load)."""
+    entry, why = _store_lookup(vae_id, "vae")
+    if entry is None:
+        r.hard("vae", f"VAE {vae_id!r}: {why}", None, vae_id, "pass --vae PATH, or put the file in a models folder "
+               "(`iga models --kind vae` lists the store)")
+        return VaeIdentity(id=vae_id, source="file")
+    if not _vae_fits(r, entry, architecture):
+        return VaeIdentity(id=vae_id, source="file")
+    return _vae_file_identity(r, VaeIdentity(id=entry.id, source="file"), Path(entry.path))
+
+
+def _store_lookup(key: str, kind: str, *, brief: bool = False) -> tuple[Any, str | None]:
+    """(the store's entry, None) or (None, why not: the store's message, or with ``brief`` just "not in the model
+    store" unless several files share the id). A bad config file is an error, not a finding."""
+    from iga import store
+
+    try:
+        return store.find(key, kind), None
+    except store.StoreConfigError:
+        raise
+    except store.AmbiguousModel as e:
+        return None, str(e)
+    except store.ModelNotFound as e:
+        return None, "it is not in the model store" if brief else str(e)
+
+
+def _vae_fits(r: _Resolver, entry: Any, architecture: str) -> bool:
+    """A VAE decodes the latents of the families it was made for only (4 latent channels: SD1/2/XL; 16: SD3/Flux)."""
+    if "unknown" in (architecture, entry.architecture) or architecture in entry.families():
+        return True
+    r.hard("vae", f"VAE {entry.id!r} ({entry.path}) is made for {entry.architecture} latents, not {architecture}'s",
+           None, entry.id, "use a VAE made for this model family")
+    return False
+
+
+def _vae_file_identity(r: _Resolver, ident: VaeIdentity, path: Path) -> VaeIdentity:
+    """A VAE file (or diffusers VAE folder) is recorded by its hash (found again through the model store); its local
+    path only with IGA_RECORD_MODEL_PATH=1, so shared images do not reveal local folders."""
     import os
 
+    from iga.checkpoint.hashing import file_sha256, folder_weights_sha256
     from iga.guard.source import RECORD_PATH_ENV
-    from iga.guard.store import remember
+    from iga.store.used import remember
 
-    if not path.is_file():
+    if path.is_dir() and (path / "config.json").is_file():
+        digest = folder_weights_sha256(path)[0]  # a folder has no single file to hash: its weights' hash
+    elif path.is_file():
+        digest = file_sha256(path)
+        remember(digest, str(path), ident.id or path.stem)
+    else:
         r.hard("vae", f"VAE not found: {path}", None, str(path), "check the path")
         return ident
-    from iga.checkpoint.hashing import file_sha256
-
-    digest = file_sha256(path)
-    remember(digest, str(path), ident.id or path.stem)
     recorded = str(path) if os.environ.get(RECORD_PATH_ENV) == "1" else None
     return ident.model_copy(update={"path": recorded, "file_sha256": digest, "autov2": digest[:10]})
 

@@ -27,6 +27,7 @@ class ModelSource:
     integrity: list[tuple[str, str]] = field(default_factory=list)  # (hash, problem): mismatched or missing hashes
     uncovered: list[str] = field(default_factory=list)  # what the recipe's hashes do not cover
     signature: str | None = None  # why the model fails a required signature (None: fine, or not required)
+    own_vae: bool | None = None  # whether the checkpoint holds a VAE of its own (None: not known)
 
     def resolve(self, request: Any, mode: Any, *, recipe: Any = None, identity: ModelIdentity | None = None):
         """``iga.guard.resolve`` with every fact this source knows (detected prediction and schedule, integrity):
@@ -36,7 +37,7 @@ class ModelSource:
         return resolve(self.recipe if recipe is None else recipe, request, mode,
                        model=identity or self.identity, detected_prediction=self.detected_prediction,
                        detected_schedule=self.declared_schedule, integrity=self.integrity,
-                       signature=self.signature)
+                       signature=self.signature, own_vae=self.own_vae)
 
     def require_signature(self, trusted: list[str | os.PathLike[str]] | None = None) -> None:
         """Demand a valid signature by one of ``trusted`` (public keys; default $IGA_TRUSTED_KEYS): without one,
@@ -101,6 +102,7 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
     declared = flow_training_schedule(p, architecture, variant) or (declared_training_schedule(p) if is_file
                                                                       else None)
     out = ModelSource(p, ident, recipe, issues, prediction, notes + list(arch.notes), declared)
+    out.own_vae = _own_vae(p, arch)
     if src is not None:
         from iga.checkpoint.integrity import check_integrity
 
@@ -112,11 +114,27 @@ def describe_model(path: str | os.PathLike[str], *, file_hash: bool = True, reha
     return out
 
 
+def _own_vae(path: str, arch: Any) -> bool | None:
+    """Whether a checkpoint holds its own VAE: a folder's vae/, an SD single file's first_stage_model.* tensors;
+    None when that cannot be told from here (SD3/Flux single files find theirs in companion files)."""
+    if os.path.isdir(path):
+        return os.path.isdir(os.path.join(path, "vae"))
+    if arch.architecture in ("sd1", "sd2", "sdxl") and "unet" in arch.components:
+        return "vae" in arch.components
+    return None
+
+
 _MAX_CONFIG_TEXT = 64 << 10
 
 
 def folder_variant(folder: str, architecture: str) -> str | None:
-    """A Flux folder's variant: "dev" when its transformer takes a guidance input, else "schnell"."""
+    """A folder's variant: Flux "dev" when its transformer takes a guidance input, else "schnell"; "inpaint" for an
+    SD model whose UNet takes the mask and masked image as extra channels."""
+    from iga.checkpoint.architecture import INPAINT_CHANNELS
+
+    if architecture in ("sd1", "sd2", "sdxl"):
+        unet = _read_config(Path(folder) / "unet" / "config.json")
+        return "inpaint" if unet.get("in_channels") == INPAINT_CHANNELS else None
     if architecture != "flux":
         return None
     cfg = _read_config(Path(folder) / "transformer" / "config.json")

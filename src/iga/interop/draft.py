@@ -91,13 +91,16 @@ def from_detection(source: Any) -> list[Evidence]:
     return ev
 
 
-def from_modelspec(md: dict[str, str]) -> list[Evidence]:
+def from_modelspec(md: dict[str, str], *, addon: bool = False) -> list[Evidence]:
+    """ModelSpec keys. ``addon``: the file is an add-on (a LoRA), whose ``stable-diffusion-v1/lora`` architecture
+    names the base model it was trained on; a base model's own architecture never has a ``/``."""
     ev = []
     arch = md.get("modelspec.architecture", "")
+    base = arch.split("/")[0] if addon else arch
     for prefix, name in _MODELSPEC_ARCH:
-        if arch.startswith(prefix) and "/" not in arch:
+        if base.startswith(prefix) and "/" not in base:
             ev.append(Evidence("architecture", name, "modelspec", f"modelspec.architecture={arch}", 0.8))
-            if arch.endswith("-v"):
+            if base.endswith("-v"):
                 ev.append(Evidence("prediction_type", "v", "modelspec", f"modelspec.architecture={arch}", 0.8))
             break
     for key in ("modelspec.prediction_type", "modelspec.predict_key"):

@@ -68,6 +68,10 @@ class DemoBackend:
         """Pixel space: [-1, 1] -> [0, 1]."""
         return ((latents.float() + 1.0) / 2.0).clamp(0, 1).cpu()
 
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Pixel space: [0, 1] -> [-1, 1] (the model's own space; img2img starts here)."""
+        return (images.to(self.device, self.dtype) * 2.0 - 1.0)
+
     def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
         """(3, height, width): the model works on pixels; sizes must be multiples of 4 (two downsamplings)."""
         if width % 4 or height % 4:

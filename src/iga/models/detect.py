@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from iga.checkpoint.architecture import INPAINT_CHANNELS
 from iga.models.ldm import SD1_TEXT_PREFIX, SD2_TEXT_PREFIX, SDXL_TEXT_PREFIXES, UNET_PREFIX
 
 
@@ -59,10 +60,10 @@ def ldm_architecture(keys: list[str], shape: Callable[[str], tuple[int, ...]]) -
     if _any(keys, UNET_PREFIX + "joint_blocks.") or _any(keys, UNET_PREFIX + "double_blocks."):
         raise UnsupportedCheckpoint("this looks like an SD3/Flux (DiT) checkpoint; only SD1/SD2/SDXL are supported")
     conv_in = UNET_PREFIX + "input_blocks.0.0.weight"
-    if conv_in in keys and shape(conv_in)[1] != 4:
+    if conv_in in keys and shape(conv_in)[1] not in (4, INPAINT_CHANNELS):
         raise UnsupportedCheckpoint(
-            f"the UNet takes {shape(conv_in)[1]} input channels (inpainting or instruct-pix2pix model); "
-            "only text-to-image models with 4 latent channels are supported")
+            f"the UNet takes {shape(conv_in)[1]} input channels (instruct-pix2pix?); iga runs 4-channel models "
+            "and 9-channel inpainting models")
     if _any(keys, SDXL_TEXT_PREFIXES[1]) and _any(keys, UNET_PREFIX + "label_emb."):
         if not _any(keys, SDXL_TEXT_PREFIXES[0]):
             raise UnsupportedCheckpoint("SDXL checkpoint without its CLIP-L text encoder (embedders.0)")

@@ -17,6 +17,8 @@ import json
 import os
 import threading
 from collections import OrderedDict
+
+from iga.checkpoint.architecture import INPAINT_CHANNELS
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -541,9 +543,9 @@ def _load_folder_inner(p: Path, vae_path: Path | None, device: "torch.device", d
         arch = "sd2"  # OpenCLIP text tower (exact GELU); OpenAI CLIP-L uses quick_gelu
     else:
         arch = "sd1"
-    if int(unet_cfg.get("in_channels", 4)) != 4:
+    if int(unet_cfg.get("in_channels", 4)) not in (4, INPAINT_CHANNELS):
         raise ModelLoadError(f"{str(p)!r}: the UNet takes {unet_cfg.get('in_channels')} input channels "
-                             "(inpainting/instruct-pix2pix); only 4-channel text-to-image models are supported")
+                             "(instruct-pix2pix?); iga runs 4-channel models and 9-channel inpainting models")
 
     sched_cfg = _read_json(p / "scheduler" / "scheduler_config.json", "scheduler config")
     if pred_override is not None:

@@ -39,8 +39,8 @@ class StableDiffusionBackend(VaeLatents):
 
     @property
     def latent_channels(self) -> int:
-        """Channels of the latent space (4 for SD1/SD2/SDXL)."""
-        return int(self.unet.config.in_channels)
+        """Channels of the latent space (4 for SD1/SD2/SDXL): the VAE's, since an inpainting UNet takes 5 more."""
+        return int(self.vae.config.latent_channels)
 
     def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
         """The (C, h, w) latent shape for an image of ``width`` x ``height`` pixels."""
@@ -132,6 +132,8 @@ class StableDiffusionBackend(VaeLatents):
             if missing:
                 raise ValueError(f"SDXL conditioning lacks {sorted(missing)}; use encode_prompt to build it")
             kwargs["added_cond_kwargs"] = {"text_embeds": fit(cond["text_embeds"]), "time_ids": fit(cond["time_ids"])}
+        if "concat" in cond:  # an inpainting UNet: mask and masked-image latent as extra input channels
+            sample = torch.cat([sample, fit(cond["concat"])], dim=1)
         with torch.no_grad():
             out = self.unet(sample, t, return_dict=False, **kwargs)[0]
         return out.to(device=x.device, dtype=x.dtype)

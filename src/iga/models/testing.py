@@ -76,9 +76,10 @@ def _perturb(model: Any, gen: Any, scale: float = 0.05) -> None:
             p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
 
 
-def build_tiny(architecture: str = "sd1", seed: int = 0) -> "TinyModel | TinyFlowModel":
+def build_tiny(architecture: str = "sd1", seed: int = 0, *, inpaint: bool = False) -> "TinyModel | TinyFlowModel":
     """Build a tiny random model of ``architecture`` ("sd1", "sd2" = SD2 v-prediction, "sdxl", "sd3",
-    "flux_dev" = guidance-distilled Flux, "flux_schnell" = Flux without guidance input)."""
+    "flux_dev" = guidance-distilled Flux, "flux_schnell" = Flux without guidance input); ``inpaint``: an SD
+    inpainting model (its UNet also takes the mask and the masked image's latent: 9 input channels)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -93,7 +94,10 @@ def build_tiny(architecture: str = "sd1", seed: int = 0) -> "TinyModel | TinyFlo
     fam = family(_FAMILY[architecture])
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **_UNETS[architecture])
+    from iga.checkpoint.architecture import INPAINT_CHANNELS
+
+    unet = UNet2DConditionModel(sample_size=8, in_channels=INPAINT_CHANNELS if inpaint else 4, out_channels=4,
+                                **_UNETS[architecture])
     _perturb(unet, gen)
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         scaling_factor=fam["vae"]["scaling_factor"], **TINY_VAE)
@@ -359,3 +363,62 @@ def save_flow_files(tiny: "TinyFlowModel", folder: str | Path) -> Path:
               metadata=ff.flow_model_config({"text_encoder": clip}))
     save_file(ff.t5_from_diffusers(encoders["text_encoder_2"].state_dict()), str(out / "t5xxl_fp16.safetensors"))
     return path
+
+
+# ---------------------------------------------------------------- LoRA
+
+# What a LoRA trains in practice: the attention projections and feed-forward layers of the UNet's transformer
+# blocks, and the text encoder's attention and MLP.
+_LORA_UNET_LEAVES = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out")
+_LORA_TEXT_LEAVES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+def lora_targets(tiny: TinyModel) -> dict[str, list[tuple[str, Any]]]:
+    """{part: [(module name, module)]}: the UNet and text-encoder Linear/1x1-Conv modules a LoRA would train,
+    named as the tiny model's own modules are."""
+    import torch
+
+    def pick(model: Any, leaves: tuple[str, ...]) -> list[tuple[str, Any]]:
+        return [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+                and any(n.endswith("." + leaf) for leaf in leaves)]
+
+    parts = {"unet": pick(tiny.unet, _LORA_UNET_LEAVES)}
+    for i, enc in enumerate(tiny.text_encoders):
+        parts["text_encoder" if i == 0 else f"text_encoder_{i + 1}"] = pick(enc, _LORA_TEXT_LEAVES)
+    return parts
+
+
+def build_tiny_lora(tiny: TinyModel, path: str | Path, *, layout: str = "kohya", rank: int = 4,
+                    alpha: float | None = 2.0, seed: int = 0, scale: float = 0.3,
+                    metadata: dict[str, str] | None = None, text_encoder: bool = True) -> Path:
+    """Write a random LoRA for ``tiny`` as ``.safetensors``: ``layout`` "kohya" (``lora_unet_*``/``lora_te*_`` with
+    ``lora_down``/``lora_up``/``alpha``) or "diffusers" (``unet.*``/``text_encoder.*`` with ``lora_A``/``lora_B``,
+    alpha = rank). Both factors are random (a trained LoRA's are), so the LoRA visibly changes the image."""
+    import torch
+    from safetensors.torch import save_file
+
+    if layout not in ("kohya", "diffusers"):
+        raise ValueError("layout must be 'kohya' or 'diffusers'")
+    gen = torch.Generator().manual_seed(seed)
+    kohya_prefix = {"unet": "lora_unet_", "text_encoder": "lora_te1_" if tiny.architecture == "sdxl" else "lora_te_",
+                    "text_encoder_2": "lora_te2_"}
+    sd: dict[str, Any] = {}
+    for part, modules in lora_targets(tiny).items():
+        if part != "unet" and not text_encoder:
+            continue
+        for name, m in modules:
+            conv = isinstance(m, torch.nn.Conv2d)
+            n_in, n_out = (m.in_channels, m.out_channels) if conv else (m.in_features, m.out_features)
+            tail = (1, 1) if conv else ()
+            down = torch.randn((rank, n_in, *tail), generator=gen) * scale / n_in ** 0.5
+            up = torch.randn((n_out, rank, *tail), generator=gen) * scale / rank ** 0.5
+            if layout == "kohya":
+                key = kohya_prefix[part] + name.replace(".", "_")
+                sd[f"{key}.lora_down.weight"], sd[f"{key}.lora_up.weight"] = down, up
+                sd[f"{key}.alpha"] = torch.tensor(float(alpha if alpha is not None else rank))
+            else:
+                sd[f"{part}.{name}.lora_A.weight"], sd[f"{part}.{name}.lora_B.weight"] = down, up
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(out), metadata=metadata)
+    return out

@@ -116,6 +116,69 @@ def _flow_shift(plan: Mapping[str, Any]) -> Any:
     return ts.get("shift") if isinstance(ts, Mapping) and ts.get("kind") == "flow" else None
 
 
+def lora_hashes(plan: Mapping[str, Any]) -> str | None:
+    """A1111's ``Lora hashes`` value: "name: 12 hex of the tensor-data SHA-256, ..." (names lose ':' and ',', as
+    A1111 writes them). The weights are not in this field: A1111 keeps them in ``<lora:name:weight>`` prompt tags,
+    which iga does not add, because the plan keeps the prompt exactly as typed and applies LoRAs from
+    ``plan.loras`` (the tags would be text to the CLIP tokenizer and change the image); the plan has the weights."""
+    loras = plan.get("loras")
+    if not isinstance(loras, list) or not loras:
+        return None
+    parts = [f"{str(u.get('name', '')).replace(':', '').replace(',', '')}: {str(u.get('addnet_sha256') or '')[:12]}"
+             for u in loras if isinstance(u, Mapping)]
+    return ", ".join(parts) or None
+
+
+def parse_lora_hashes(value: str | None) -> list[dict[str, str]]:
+    """``Lora hashes`` back into [{name, hash}] (entries without a hash are dropped)."""
+    out = []
+    for part in (value or "").split(","):
+        name, sep, digest = part.strip().rpartition(":")
+        if sep and name.strip() and digest.strip():
+            out.append({"name": name.strip(), "hash": digest.strip()})
+    return out
+
+
+_INPAINT_AREAS = {"whole": "Whole picture", "only_masked": "Only masked"}  # A1111's labels
+
+
+def _stage_params(plan: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """img2img, inpaint and hires-fix settings as A1111 writes them ("Denoising strength" is the hires pass's when
+    there is one, the img2img strength otherwise)."""
+    from iga.catalog.upscalers import UPSCALERS
+
+    img = plan.get("img2img") if isinstance(plan.get("img2img"), Mapping) else {}
+    hires = plan.get("hires") if isinstance(plan.get("hires"), Mapping) else {}
+    masked = isinstance(img.get("mask"), Mapping)
+    upscaler = UPSCALERS.get(str(hires.get("upscaler")))
+    return [
+        ("Denoising strength", hires.get("denoise") if hires else img.get("denoise")),
+        ("Mask blur", img.get("mask_blur") if masked else None),
+        ("Inpaint area", _INPAINT_AREAS.get(str(img.get("inpaint_area"))) if masked else None),
+        ("Masked area padding", img.get("inpaint_padding") if masked else None),
+        ("Hires upscale", hires.get("scale")),
+        ("Hires steps", hires.get("steps")),
+        ("Hires upscaler", upscaler[2] if upscaler else None),
+    ]
+
+
+def _parse_stage_params(params: dict[str, str], warnings: list[str]) -> dict[str, Any]:
+    """The img2img, inpaint and hires-fix fields of an A1111 infotext (canonical iga names where known)."""
+    from iga.catalog.upscalers import resolve_upscaler
+
+    upscaler = params.get("Hires upscaler")
+    try:
+        upscaler = resolve_upscaler(upscaler) if upscaler else None
+    except ValueError:
+        pass  # an upscaler iga lacks (ESRGAN, ...): kept as written
+    area = {v: k for k, v in _INPAINT_AREAS.items()}.get(params.get("Inpaint area", ""), params.get("Inpaint area"))
+    return {"denoise": _to_float(params, "Denoising strength", warnings),
+            "mask_blur": _to_int(params, "Mask blur", warnings), "inpaint_area": area,
+            "inpaint_padding": _to_int(params, "Masked area padding", warnings),
+            "hires_scale": _to_float(params, "Hires upscale", warnings),
+            "hires_steps": _to_int(params, "Hires steps", warnings), "hires_upscaler": upscaler}
+
+
 def infotext_params(plan: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The settings of a plan as ordered (A1111 key, value) pairs; None values are left out when formatting."""
     from iga import __version__
@@ -139,10 +202,12 @@ def infotext_params(plan: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("Model", model.get("name")),
         ("VAE hash", short_hash(vae) if vae_label else None),
         ("VAE", vae_label),
+        *_stage_params(plan),
         ("Clip skip", clip_skip if isinstance(clip_skip, int) and clip_skip > 1 else None),
         ("Distilled CFG Scale", plan.get("guidance")),  # Forge's name for Flux's distilled guidance
         ("Shift", _flow_shift(plan)),
         ("RNG", plan.get("rng") or "CPU"),
+        ("Lora hashes", lora_hashes(plan)),
         # iga extras, only when they say something
         ("Schedule rho", _schedule_rho(plan)),
         ("Eta", plan.get("eta")),
@@ -220,7 +285,8 @@ def parse_infotext(text: str) -> dict[str, Any]:
     Returns a dict with: prompt, negative_prompt, params (raw A1111 keys, defaults filled in as A1111 does),
     steps, cfg, seed, width, height, sampler / schedule (canonical names when known, else as written),
     sampler_label / schedule_label (as written), model, model_hash, vae, vae_hash, clip_skip, denoise, guidance
-    (Forge's Distilled CFG Scale), shift, rng,
+    (Forge's Distilled CFG Scale), shift, mask_blur, inpaint_area, inpaint_padding, hires_scale, hires_steps,
+    hires_upscaler, loras ([{name, hash}] from 'Lora hashes'), rng,
     version, warnings.
     """
     warnings: list[str] = []
@@ -295,9 +361,10 @@ def parse_infotext(text: str) -> dict[str, Any]:
         "vae": params.get("VAE"),
         "vae_hash": params.get("VAE hash"),
         "clip_skip": _to_int(params, "Clip skip", warnings),
-        "denoise": _to_float(params, "Denoising strength", warnings),
+        **_parse_stage_params(params, warnings),
         "guidance": _to_float(params, "Distilled CFG Scale", warnings),  # Forge (Flux)
         "shift": _to_float(params, "Shift", warnings),
+        "loras": parse_lora_hashes(params.get("Lora hashes")) or None,
         "rng": params.get("RNG"),
         "version": params.get("Version"),
         "warnings": warnings,

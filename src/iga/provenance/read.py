@@ -76,6 +76,10 @@ class Provenance:
     denoise: float | None = None
     guidance: float | None = None  # distilled guidance (Flux dev; Forge's Distilled CFG Scale)
     shift: float | None = None  # flow timestep shift (SD3/Flux)
+    loras: list[dict[str, Any]] | None = None  # [{name, hash (12 hex, A1111's), weight (iga plans only)}]
+    hires_scale: float | None = None  # hires fix (A1111's Hires upscale / steps / upscaler)
+    hires_steps: int | None = None
+    hires_upscaler: str | None = None
     image_width: int | None = None
     image_height: int | None = None
     plan: dict[str, Any] | None = None
@@ -102,11 +106,23 @@ def fields_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
     out["width"] = as_int(plan.get("width"), "plan width", w)
     out["height"] = as_int(plan.get("height"), "plan height", w)
     out["clip_skip"] = as_int(plan.get("clip_skip"), "plan clip_skip", w)
-    out["denoise"] = as_float(plan.get("denoise"), "plan denoise", w)
+    img, hires = plan.get("img2img"), plan.get("hires")
+    stage = hires if isinstance(hires, Mapping) else img if isinstance(img, Mapping) else {}
+    out["denoise"] = as_float(stage.get("denoise"), "plan denoise", w)
+    if isinstance(hires, Mapping):
+        out["hires_scale"] = as_float(hires.get("scale"), "plan hires.scale", w)
+        out["hires_steps"] = as_int(hires.get("steps"), "plan hires.steps", w)
+        out["hires_upscaler"] = as_str(hires.get("upscaler"), "plan hires.upscaler", w)
     out["guidance"] = as_float(plan.get("guidance"), "plan guidance", w)
     ts = plan.get("training_schedule")
     if isinstance(ts, Mapping) and ts.get("kind") == "flow":
         out["shift"] = as_float(ts.get("shift"), "plan training_schedule.shift", w)
+    loras = plan.get("loras")
+    if isinstance(loras, list) and loras:
+        out["loras"] = [{"name": as_str(u.get("name"), "plan lora name", w),
+                         "hash": as_str(str(u.get("addnet_sha256") or "")[:12], "plan lora hash", w),
+                         "weight": as_float(u.get("weight"), "plan lora weight", w)}
+                        for u in loras if isinstance(u, Mapping)]
     model = plan.get("model")
     if isinstance(model, Mapping):
         out["model_name"] = as_str(model.get("name"), "plan model.name", w)

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from iga.catalog import CFG_VARIANTS
 
-RECIPE_VERSION = "1.3.0"  # 1.1 adds the optional `calibration` block; 1.2 `hashes.header_sha256`; 1.3 flow
-# models' `training_schedule.dynamic_shift` and the distilled `guidance` block
+RECIPE_VERSION = "1.4.0"  # 1.1 adds the optional `calibration` block; 1.2 `hashes.header_sha256`; 1.3 flow
+# models' `training_schedule.dynamic_shift` and the distilled `guidance` block; 1.4 `control` and `refiner`
 
 PREDICTION_ALIASES = {
     "eps": "eps", "epsilon": "eps", "noise": "eps",
@@ -138,6 +138,31 @@ class Preset(_Model):
     description: str | None = None
 
 
+class StrengthRange(_Model):
+    """A strength the publisher validated: default and range."""
+
+    default: float
+    min: float
+    max: float
+
+
+class ControlAdapter(_Model):
+    """A control adapter (ControlNet) the model was trained or validated with (added in schema 1.4)."""
+
+    id: str = Field(min_length=1, description="the adapter's id in the model store (or its file stem)")
+    kind: str | None = Field(None, description="what its conditioning image is: canny, depth, openpose, ...")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the adapter file")
+    strength: StrengthRange = Field(default_factory=lambda: StrengthRange(default=1.0, min=0.0, max=2.0))
+
+
+class RefinerSpec(_Model):
+    """A second model that finishes the last part of the sigma grid (SDXL's refiner; added in schema 1.4)."""
+
+    model_id: str = Field(min_length=1, description="the refiner's id in the model store")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the refiner's weights")
+    switch: float = Field(0.8, gt=0.0, lt=1.0, description="fraction of the steps the base model runs")
+
+
 class Hashes(_Model):
     """Integrity: SHA-256 of the tensor data, of the recipe's canonical JSON (without this field) and, from 1.2, of
     the tensor index and the other metadata (``iga.checkpoint.hashing.header_sha256``)."""
@@ -179,6 +204,9 @@ class Recipe(_Model):
     default_preset: str | None = Field(None, description="preset used when a request names none")
     hashes: Hashes | None = None
     calibration: Calibration | None = None
+    control: list[ControlAdapter] = Field(default_factory=list, description="control adapters validated with "
+                                          "this model, each with its strength range (1.4)")
+    refiner: RefinerSpec | None = Field(None, description="the refiner this model hands over to (1.4)")
 
     @field_validator("prediction_type", mode="before")
     @classmethod

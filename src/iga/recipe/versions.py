@@ -111,9 +111,14 @@ def _from_1_2(d: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return {**d, "iga_version": "1.3.0"}, []
 
 
+def _from_1_3(d: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """1.3 -> 1.4: 1.4 only adds the optional `control` adapters and `refiner`; content is unchanged."""
+    return {**d, "iga_version": "1.4.0"}, []
+
+
 # from (major, minor) -> migration producing the next version
 MIGRATIONS: dict[tuple[int, int], Migration] = {(0, 1): _from_0_1, (1, 0): _from_1_0, (1, 1): _from_1_1,
-                                                (1, 2): _from_1_2}
+                                                (1, 2): _from_1_2, (1, 3): _from_1_3}
 
 
 def migrate(data: dict[str, Any]) -> tuple[dict[str, Any], Version, list[str]]:

@@ -102,8 +102,10 @@ def sample(
     if latent is not None:
         if latent.shape != x_init_noise.shape:
             raise SamplingError(f"latent shape {tuple(latent.shape)} != noise shape {tuple(x_init_noise.shape)}")
+        from iga.sampling.inpaint import noised
+
         latent = latent.to(device=x.device, dtype=x.dtype)
-        x = x + (latent if kind == "vp" else (1.0 - sigma0) * latent)
+        x = noised(latent, x_init_noise, sigma0, kind) if noise_scaling == "sigma" else x + latent
 
     reset = getattr(denoiser, "reset_run", None)
     if callable(reset):

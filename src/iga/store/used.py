@@ -1,9 +1,11 @@
-"""Where models are found again: the bundled models and every model the user has run, indexed by weights hash.
+"""Where models are found again: the bundled models, the model store's folders, and every model the user has run,
+indexed by hash.
 
 An image names the model it was made with by name and hashes, and (for now) by the path it had on the maker's
 machine. That path comes from a file anyone can write, so replay and the doctor never open it on their own: they
-look the weights hash up here — the bundled models, then the models this user has run with `--model` (recorded by
-the CLI) — and otherwise ask for `--model` (or an explicit `--trust-path`).
+look the hash up here — the bundled models, then the models this user has run with `--model` (recorded by
+the CLI), then (for files such as VAEs) the model store — and otherwise ask for `--model` (or an explicit
+`--trust-path`).
 """
 
 from __future__ import annotations
@@ -64,16 +66,31 @@ def remember(weights_sha256: str | None, path: str, name: str) -> None:
         pass
 
 
-def find_file(file_sha256: str | None) -> str | None:
-    """A file (e.g. a VAE) the user has used, by the SHA-256 of its bytes, re-checked; None when unknown."""
+def find_file(file_sha256: str | None, kind: str | None = None) -> str | None:
+    """A file (e.g. a VAE) by the SHA-256 of its bytes, re-checked: one the user has used, else one in the model
+    store whose hash is known, else (only with ``kind``: hashing every file would be far too slow) a store entry of
+    that kind hashed now. None when unknown."""
     from iga.checkpoint.hashing import file_sha256 as hash_of
 
-    known = _read().get(file_sha256 or "")
-    if not known or not Path(known["path"]).is_file():
+    if not file_sha256:
         return None
+    known = _read().get(file_sha256)
     try:
-        return known["path"] if hash_of(known["path"]) == file_sha256 else None
+        if known and Path(known["path"]).is_file() and hash_of(known["path"]) == file_sha256:
+            return known["path"]
     except (OSError, ValueError):
+        pass
+    return _in_store(file_sha256, kind)
+
+
+def _in_store(file_sha256: str, kind: str | None) -> str | None:
+    from iga import store
+
+    try:
+        if kind is not None:
+            return store.find(file_sha256, kind).path
+        return next((e.path for e in store.entries() if e.cached_sha256() == file_sha256), None)
+    except (OSError, ValueError):  # not there, a bad config file, or an unreadable entry: not found here
         return None
 
 
@@ -85,11 +102,29 @@ def vae_file(plan) -> str | None:
         return None
     if vae.path and os.path.isfile(vae.path):
         return vae.path
-    found = find_file(vae.file_sha256)
+    found = find_file(vae.file_sha256, kind="vae")
     if found is None:
-        raise ValueError(f"VAE not found: {vae.path or vae.id} (file {str(vae.file_sha256)[:12]}...); use it once "
-                         "with --vae PATH so iga knows where it is")
+        raise ValueError(f"VAE not found: {vae.path or vae.id} (file {str(vae.file_sha256)[:12]}...); put it in a "
+                         "models folder (IGA_MODELS; `iga models` lists them) or use it once with --vae PATH")
     return found
+
+
+def lora_files(plan) -> tuple[tuple[str, str, float], ...]:
+    """The LoRA files a plan renders with, as (file SHA-256, path, weight): each recorded path if it still holds
+    the recorded bytes, else the file with that hash this user has used. Raises ValueError when one is not here."""
+    out = []
+    for use in getattr(plan, "loras", None) or ():
+        found = None
+        if use.path and os.path.isfile(use.path):
+            from iga.checkpoint.hashing import file_sha256 as hash_of
+
+            found = use.path if hash_of(use.path) == use.file_sha256 else None
+        found = found or find_file(use.file_sha256)
+        if found is None:
+            raise ValueError(f"LoRA not found: {use.path or use.name} (file {use.file_sha256[:12]}...); use it once "
+                             "with --lora PATH so iga knows where it is")
+        out.append((use.file_sha256, found, float(use.weight)))
+    return tuple(out)
 
 
 def _is_model_path(path: Path) -> bool:
