@@ -167,3 +167,19 @@ def test_bad_input_is_one_clear_line_and_exit_2(images, tmp_path, args, message)
     assert r.exit_code == 2 and message in r.output, r.output
     assert len([line for line in r.output.strip().splitlines() if line.strip()]) == 1, r.output
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_replay_finds_a_moved_init_image_given_with_input(images, tmp_path, monkeypatch):
+    import shutil
+
+    moved = tmp_path / "elsewhere.png"
+    shutil.copy(images["init"], tmp_path / "init.png")
+    r = cli(["generate", PROMPT, "--seed", "9", "-o", tmp_path / "out", "--init-image", tmp_path / "init.png"])
+    assert r.exit_code == 0, r.output
+    [png] = (tmp_path / "out").glob("*.png")
+    (tmp_path / "init.png").rename(moved)
+    monkeypatch.setenv("IGA_MODEL_INDEX", str(tmp_path / "fresh-index.json"))  # another machine: nothing known
+    r = cli(["replay", png])
+    assert r.exit_code == 2 and "init image" in r.output and "--input FILE" in r.output, r.output
+    r = cli(["replay", png, "--input", moved])
+    assert r.exit_code == 0 and "identical" in r.output, r.output

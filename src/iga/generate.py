@@ -48,6 +48,7 @@ class Model:
         self.device, self.dtype = device, dtype
         self.source: ModelSource = source if source is not None else describe_model(self.path)
         self._backends: dict[tuple, Any] = {}
+        self._controlnets: dict[tuple, Any] = {}  # loaded ControlNets by (file SHA-256, device, dtype)
         from iga.store.used import remember
 
         remember(self.source.identity.weights_sha256, self.path, self.source.identity.name)
@@ -87,6 +88,12 @@ class Model:
 
         return self.backend(vae_file(plan), lora_files(plan))
 
+    def controlnets_for(self, plan: Plan, backend: Any) -> list[Any]:
+        """The plan's ControlNets, loaded on first use and kept (like backends)."""
+        from iga.models.control import load_controls
+
+        return load_controls(plan, backend, self._controlnets)
+
     def generate(self, prompt: str = "", *, plan: Plan | None = None, mode: Mode = "guarded",
                  callback: Callable[["StepInfo"], None] | None = None, cancel: Any = None,
                  encoded: tuple[dict, dict] | None = None, **fields: Any) -> list[GeneratedImage]:
@@ -97,7 +104,8 @@ class Model:
         if plan is None:
             plan = self.plan(prompt, mode=mode, **fields)
         backend = self.backend_for(plan)
-        images, nfe = render(plan, backend, callback=callback, cancel=cancel, encoded=encoded)
+        images, nfe = render(plan, backend, callback=callback, cancel=cancel, encoded=encoded,
+                             controlnets=self.controlnets_for(plan, backend))
         runtime = runtime_info(backend)
         out = []
         for k, px in enumerate(images):
@@ -139,14 +147,24 @@ def guidance_hooks(variant: str) -> list[Any]:
     raise ValueError(f"unknown CFG variant {variant!r}; use one of {', '.join(CFG_VARIANTS)}")
 
 
-def build_denoiser(plan: Plan, backend: Any, cond: dict, uncond: dict):
-    """The guided denoiser D(x, sigma) for a plan: parameterization from the plan, CFG around the backend."""
+def build_denoiser(plan: Plan, backend: Any, cond: dict, uncond: dict, controls: list[Any] = (),
+                   sigmas: "torch.Tensor | None" = None):
+    """The guided denoiser D(x, sigma) for a plan: parameterization from the plan, CFG around the backend (with
+    ``controls``, ControlNets run inside each model call; ``sigmas``: the pass's, which place their windows)."""
     from iga.sampling.guidance import CFGDenoiser
     from iga.sampling.parameterization import make_parameterization, schedule_from_config
 
     param = make_parameterization(plan.prediction_type, schedule_from_config(plan.training_schedule or {}))
-    return CFGDenoiser(backend.raw_model, param, cond, uncond, plan.cfg, plan.cfg_rescale,
-                       guidance_hooks(plan.cfg_variant))
+    raw = backend.raw_model
+    if controls:
+        import torch
+
+        from iga.models.control import ControlledModel
+
+        assert sigmas is not None, "controls need the pass's sigmas"
+        step_ts = param.model_inputs(torch.zeros(len(sigmas), 1), sigmas)[1]
+        raw = ControlledModel(backend, list(controls), step_ts)
+    return CFGDenoiser(raw, param, cond, uncond, plan.cfg, plan.cfg_rescale, guidance_hooks(plan.cfg_variant))
 
 
 def encode(plan: Plan, backend: Any) -> tuple[dict, dict]:
@@ -170,12 +188,14 @@ def encoding_key(plan: Plan) -> tuple:
 
 def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] | None = None,
            cancel: Any = None, encoded: tuple[dict, dict] | None = None,
-           inputs: tuple[Any, Any] | None = None) -> tuple[list["np.ndarray"], int]:
+           inputs: tuple[Any, Any] | None = None, controlnets: list[Any] | None = None
+           ) -> tuple[list["np.ndarray"], int]:
     """Run one plan on a loaded backend; return (uint8 HxWx3 arrays, model calls per image).
 
     Image k is computed exactly as seed k alone would be (same shapes, same kernels), so each image's own
     plan replays to identical pixels. ``encoded`` is the plan's conditioning when the caller already has it;
-    ``inputs`` the (init image, mask) of an img2img plan when the caller has them (else found by hash).
+    ``inputs`` the (init image, mask) of an img2img plan when the caller has them (else found by hash);
+    ``controlnets`` the plan's loaded ControlNets (``Model.controlnets_for``; else loaded here).
     """
     import numpy as np
     import torch
@@ -195,17 +215,18 @@ def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] |
             if prepared.concat is not None:  # an inpainting UNet reads the mask and masked image as extra channels
                 cond, uncond = {**cond, "concat": prepared.concat}, {**uncond, "concat": prepared.concat}
         hires_cond = encode(at_hires_size(plan), backend) if plan.hires is not None else None
+        controls = stages.controls_at(plan, backend, controlnets)  # (first pass, hires pass): images at each size
         # One image at a time: the network's float rounding depends on the batch size (oneDNN/cuDNN pick
         # different kernels), so a batched image would differ from its seed alone by ~1/255 and could not
         # be replayed from its own plan. The prompt is encoded once for the whole batch.
         for seed in plan.seeds:
             x, calls = _pass(plan, backend, spec, seed, (cond, uncond), plan.sigmas, plan.width, plan.height,
-                             prepared, callback, cancel)
+                             prepared, callback, cancel, controls[0])
             if plan.hires is not None:
                 h = plan.hires
                 start = stages.upscale(x, backend, h.upscaler, h.width, h.height)
                 x, more = _pass(plan, backend, spec, seed, hires_cond, h.sigmas, h.width, h.height,
-                                stages.Prepared(latent=start), callback, cancel)
+                                stages.Prepared(latent=start), callback, cancel, controls[1])
                 calls += more
             px = to_uint8(backend.decode(x)[0])
             if prepared is not None and prepared.crop is not None:
@@ -216,9 +237,11 @@ def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] |
 
 
 def _pass(plan: Plan, backend: Any, spec: Any, seed: int, conditioning: tuple[dict, dict], sigma_list: list[float],
-          width: int, height: int, prepared: Any, callback: Any, cancel: Any) -> tuple["torch.Tensor", int]:
+          width: int, height: int, prepared: Any, callback: Any, cancel: Any,
+          controls: list[Any] = ()) -> tuple["torch.Tensor", int]:
     """One sampling pass of one seed: from noise, or from ``prepared.latent`` noised to the first sigma (with the
-    unmasked region held to it when there is a mask and no inpainting UNet); returns (latent, model calls)."""
+    unmasked region held to it when there is a mask and no inpainting UNet; ``controls``: the ControlNets acting in
+    this pass, ``iga.models.control.ActiveControl``); returns (latent, model calls)."""
     import torch
 
     from iga.sampling.inpaint import MaskedDenoiser
@@ -227,7 +250,7 @@ def _pass(plan: Plan, backend: Any, spec: Any, seed: int, conditioning: tuple[di
 
     sigmas = torch.tensor(sigma_list, dtype=torch.float32)
     shape = backend.latent_shape(width, height)
-    den = build_denoiser(plan, backend, *conditioning)
+    den = build_denoiser(plan, backend, *conditioning, controls=controls, sigmas=sigmas)
     noise = initial_noise(shape, [seed], device=backend.device, dtype=backend.dtype)
     latent = None if prepared is None else prepared.latent.to(noise.device, noise.dtype)
     if prepared is not None and prepared.mask is not None and prepared.concat is None:

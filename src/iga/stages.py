@@ -182,3 +182,19 @@ def input_records(plan: Plan) -> list[InputImage]:
     if spec and spec.mask:
         out.append(spec.mask)
     return out + [c.image for c in plan.controls]
+
+
+def controls_at(plan: Plan, backend: Any, controlnets: list[Any] | None = None) -> tuple[list[Any], list[Any]]:
+    """The plan's ControlNets as its first pass and its hires pass run them (their conditioning images found again
+    by hash and resized to each pass's size: A1111's ControlNet also guides the hires pass); ``controlnets``: the
+    loaded networks in the plan's order (else loaded now)."""
+    from iga.models.control import ActiveControl, control_image, load_controls
+
+    if not plan.controls:
+        return [], []
+    nets = controlnets if controlnets is not None else load_controls(plan, backend)
+    images = [find_input_image(c.image, "control image") for c in plan.controls]
+    sizes = [(plan.width, plan.height)] + ([(plan.hires.width, plan.hires.height)] if plan.hires else [])
+    passes = [[ActiveControl(net, control_image(img, w, h), c.strength, c.start, c.end)
+               for net, img, c in zip(nets, images, plan.controls)] for w, h in sizes]
+    return passes[0], passes[1] if len(passes) > 1 else []

@@ -19,6 +19,7 @@ from iga.commands.guard import (
     VaeOpt, build_request, stage_fields,
     DenoiseOpt, DenoiseStepsOpt, HiresDenoiseOpt, HiresOpt, HiresStepsOpt, HiresUpscalerOpt, InitImageOpt,
     InpaintAreaOpt, InpaintPaddingOpt, MaskBlurOpt, MaskOpt,
+    ControlEndOpt, ControlImageOpt, ControlNetOpt, ControlStartOpt, ControlStrengthOpt, control_requests,
     print_findings, resolve_for_cli,
 )
 
@@ -96,6 +97,8 @@ def generate_cmd(
     mask: MaskOpt = None, mask_blur: MaskBlurOpt = None, inpaint_area: InpaintAreaOpt = None,
     inpaint_padding: InpaintPaddingOpt = None, hires: HiresOpt = None, hires_steps: HiresStepsOpt = None,
     hires_denoise: HiresDenoiseOpt = None, hires_upscaler: HiresUpscalerOpt = None,
+    controlnet: ControlNetOpt = None, control_image: ControlImageOpt = None, control_strength: ControlStrengthOpt = None,
+    control_start: ControlStartOpt = None, control_end: ControlEndOpt = None,
 ) -> None:
     """Generate images with the model's native recipe; every image carries its full plan (and A1111 infotext).
 
@@ -119,7 +122,9 @@ def generate_cmd(
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
                             reason=reason, guidance=guidance, shift=shift, lora=lora,
                             stages=stage_fields(init_image, denoise, denoise_steps, mask, mask_blur, inpaint_area,
-                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler))
+                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler),
+                            controls=control_requests(controlnet, control_image, control_strength, control_start,
+                                                      control_end))
     t0 = time.perf_counter()
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="generate",
                                         require_signed=require_signed, trust=trust, rehash=rehash)
@@ -250,6 +255,9 @@ def replay_cmd(
     trust_path: TrustPathOpt = False,
     mode: ForeignModeOpt = None, override: OverrideOpt = None, reason: ReasonOpt = None, out: ForeignOutOpt = None,
     as_json: JsonOpt = False,
+    inputs: Annotated[Optional[list[Path]], typer.Option("--input", help="an image the plan read (init image, "
+                      "mask, control image) when it is no longer where it was made; found by its hash "
+                      "(repeatable)")] = None,
 ) -> None:
     """Regenerate an image from the plan stored in it and report the pixel difference (max abs, PSNR).
 
@@ -265,6 +273,7 @@ def replay_cmd(
     every way it cannot match the original is listed (noise source, hires fix, LoRAs, styles, model hash ...).
     Exit 0 when regenerated, 2 on bad input, 3 when the guard refuses.
     """
+    _offer_inputs(inputs or [])
     prov = _read_image(image)
     if not prov.plan:
         _replay_foreign(image, prov, model, mode=mode or "guarded", override=override, reason=reason,
@@ -274,6 +283,17 @@ def replay_cmd(
         raise _fail(f"{image} was made by iga: it replays its stored plan exactly (--mode, --override, --reason "
                     "and --out are for images of other tools; use --save to keep the regenerated image)")
     _replay_own_plan(image, prov, model, force=force, save=save, trust_path=trust_path, as_json=as_json)
+
+
+def _offer_inputs(paths: list[Path]) -> None:
+    """Make the given input images findable by hash (a plan names its inputs by SHA-256, not by path)."""
+    from iga.guard.images import InputImageError, open_input_image
+
+    for p in paths:
+        try:
+            open_input_image(p, "input image")
+        except InputImageError as e:
+            raise _fail(str(e)) from None
 
 
 def _replay_own_plan(image: Path, prov, model: Path | None, *, force: bool, save: Path | None, trust_path: bool,

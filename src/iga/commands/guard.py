@@ -59,6 +59,18 @@ HiresDenoiseOpt = Annotated[Optional[float], typer.Option("--hires-denoise", hel
 HiresUpscalerOpt = Annotated[Optional[str], typer.Option("--hires-upscaler", help="hires fix: latent (default), "
                              "latent-bicubic, latent-nearest, lanczos, nearest, bicubic",
                              rich_help_panel="img2img, inpainting and hires fix")]
+_CN = "ControlNet"
+ControlNetOpt = Annotated[Optional[list[Path]], typer.Option("--controlnet", metavar="FILE", help="a ControlNet "
+                          "(diffusers folder, or .safetensors with its config.json beside it; repeatable, one "
+                          "--control-image each)", rich_help_panel=_CN)]
+ControlImageOpt = Annotated[Optional[list[Path]], typer.Option("--control-image", metavar="IMG", help="its "
+                            "conditioning image, already preprocessed (edges, depth, pose...)", rich_help_panel=_CN)]
+ControlStrengthOpt = Annotated[Optional[list[float]], typer.Option("--control-strength", metavar="S", help="its "
+                               "strength (default: the recipe's for it, else 1.0)", rich_help_panel=_CN)]
+ControlStartOpt = Annotated[Optional[list[float]], typer.Option("--control-start", help="fraction of the steps "
+                            "where it starts acting (default 0)", rich_help_panel=_CN)]
+ControlEndOpt = Annotated[Optional[list[float]], typer.Option("--control-end", help="fraction of the steps where "
+                          "it stops (default 1)", rich_help_panel=_CN)]
 OverrideOpt = Annotated[Optional[list[str]], typer.Option("--override", help="accept a deviation from the recipe "
                         "for this field (repeatable): sampler, schedule, steps, cfg, vae, clip_skip, size, guidance, "
                         "shift, lora, control, hires")]
@@ -84,13 +96,13 @@ def build_request(*, prompt: str = "", preset: str | None = None, sampler: str |
                   clip_skip: int | None = None, eta: float | None = None, prediction_type: str | None = None,
                   negative: str = "", batch: int = 1, override: list[str] | None = None, reason: str | None = None,
                   guidance: float | None = None, shift: float | None = None, lora: list[str] | None = None,
-                  stages: dict | None = None):
+                  stages: dict | None = None, controls: list | None = None):
     """Turn CLI flag values into a guard Request (``stages``: the img2img/inpaint/hires fields, see
-    ``stage_fields``)."""
+    ``stage_fields``; ``controls``: ControlRequests, see ``control_requests``)."""
     from iga.guard import Request
 
     return Request(
-        **(stages or {}),
+        **(stages or {}), controls=list(controls or []),
         loras=[parse_lora_option(text) for text in lora or ()],
         preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg, seed=seed, size=size, vae=vae,
         clip_skip=clip_skip, eta=eta, prediction_type=prediction_type, prompt=prompt or "", guidance=guidance,
@@ -208,10 +220,14 @@ def print_plan(plan, log_path) -> None:
         rows.insert(-3, ("shift", f"{ts.get('shift', 1.0):.4g}"))
     if plan.guidance is not None:
         rows.insert(-3, ("distilled guidance", f"{plan.guidance:g}"))
+    rows[-3:-3] = _stage_rows(plan)
     for u in plan.loras:
         narrowed = f"; {'; '.join(u.narrowed)}" if u.narrowed else ""
         rows.append((f"lora {u.name}", f"weight {u.weight:g} ({u.format}, {u.architecture or '?'}/"
                      f"{u.prediction_type or '?'}, hash {(u.addnet_sha256 or '')[:12]}){narrowed}"))
+    for c in plan.controls:
+        rows.append((f"controlnet {c.name}", f"strength {c.strength:g}, steps {c.start:g}..{c.end:g} of the pass, "
+                     f"image {c.image.width}x{c.image.height} ({c.image.sha256[:12]}), hash {c.file_sha256[:10]}"))
     for o in plan.overrides:
         rows.append((f"override {o.field}", f"{o.recipe_value} -> {o.requested_value} ({o.reason or 'no reason'})"))
     if log_path:
@@ -221,12 +237,58 @@ def print_plan(plan, log_path) -> None:
     Console().print(t)
 
 
+def _stage_rows(plan) -> list[tuple[str, str]]:
+    """The img2img/inpaint and hires-fix passes as plan rows."""
+    rows = []
+    img = plan.img2img
+    if img is not None:
+        rows.append(("img2img", f"init {img.init_image.width}x{img.init_image.height} "
+                     f"(sha256 {img.init_image.sha256[:12]}), denoise {img.denoise:g}: {len(plan.sigmas) - 1} of "
+                     f"{img.grid_steps} steps ({img.denoise_steps} convention)"))
+        if img.mask is not None:
+            area = f"only masked, padding {img.inpaint_padding}" if img.inpaint_area == "only_masked" else "whole"
+            how = "inpainting UNet" if img.inpaint_method == "model" else "masked sampling"
+            rows.append(("inpaint", f"mask sha256 {img.mask.sha256[:12]}, blur {img.mask_blur}, {area}, {how}"))
+    h = plan.hires
+    if h is not None:
+        rows.append(("hires fix", f"x{h.scale:g} to {h.width}x{h.height} ({h.upscaler}), {len(h.sigmas) - 1} steps "
+                     f"of a {h.grid_steps}-step grid at denoise {h.denoise:g}, {h.nfe} model calls"))
+        rows.append(("hires sigmas", ", ".join(f"{s:.4g}" for s in h.sigmas)))
+    return rows
+
+
 def _vae_text(plan) -> str:
     if plan.model.architecture == "demo":
         return "none (pixel-space model)"
     if plan.vae is None or plan.vae.source == "checkpoint":
         return f"the checkpoint's own{' (' + plan.vae.id + ')' if plan.vae and plan.vae.id else ''}"
     return f"{plan.vae.id} ({plan.vae.path or 'file ' + str(plan.vae.autov2)})"
+
+
+def control_requests(controlnet: list[Path] | None, image: list[Path] | None, strength: list[float] | None,
+                     start: list[float] | None, end: list[float] | None) -> list:
+    """The ControlNet flags as ControlRequests: the k-th --controlnet takes the k-th --control-image (and the k-th
+    strength, start and end when given; one value given applies to every adapter)."""
+    from iga.guard.plan import ControlRequest
+
+    nets, images = list(controlnet or []), list(image or [])
+    if len(images) != len(nets):
+        raise _fail(f"{len(nets)} --controlnet but {len(images)} --control-image: give one conditioning image per "
+                    "ControlNet, in the same order")
+    out = []
+    for k, (net, img) in enumerate(zip(nets, images)):
+        picked = {}
+        for flag, values in (("strength", strength), ("start", start), ("end", end)):
+            values = list(values or [])
+            if len(values) not in (0, 1, len(nets)):
+                raise _fail(f"{len(values)} --control-{flag} for {len(nets)} --controlnet: give one, or one per "
+                            "ControlNet")
+            if values:
+                picked[flag] = values[k if len(values) > 1 else 0]
+        out.append(ControlRequest(path=str(net), image=str(img), **picked))
+    if not nets and any((strength, start, end)):
+        raise _fail("--control-strength/--control-start/--control-end need a --controlnet")
+    return out
 
 
 def stage_fields(init_image: Path | None, denoise: float | None, denoise_steps: str | None, mask: Path | None,
@@ -256,6 +318,8 @@ def plan_cmd(
     mask: MaskOpt = None, mask_blur: MaskBlurOpt = None, inpaint_area: InpaintAreaOpt = None,
     inpaint_padding: InpaintPaddingOpt = None, hires: HiresOpt = None, hires_steps: HiresStepsOpt = None,
     hires_denoise: HiresDenoiseOpt = None, hires_upscaler: HiresUpscalerOpt = None,
+    controlnet: ControlNetOpt = None, control_image: ControlImageOpt = None, control_strength: ControlStrengthOpt = None,
+    control_start: ControlStartOpt = None, control_end: ControlEndOpt = None,
 ) -> None:
     """Resolve settings against the model's recipe and print the plan and every finding, without generating.
 
@@ -274,7 +338,9 @@ def plan_cmd(
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
                             reason=reason, guidance=guidance, shift=shift, lora=lora,
                             stages=stage_fields(init_image, denoise, denoise_steps, mask, mask_blur, inpaint_area,
-                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler))
+                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler),
+                            controls=control_requests(controlnet, control_image, control_strength, control_start,
+                                                      control_end))
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="plan",
                                         require_signed=require_signed, trust=trust, rehash=rehash)
     if as_json:

@@ -28,8 +28,6 @@ class InputImageError(ValueError):
 
 def open_input_image(path: str | os.PathLike[str], what: str) -> tuple[InputImage, "Image.Image"]:
     """(its InputImage record, the decoded image) for ``path``; ``what`` names it in errors ("init image")."""
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path).expanduser()
     try:
         size = p.stat().st_size
@@ -41,25 +39,37 @@ def open_input_image(path: str | os.PathLike[str], what: str) -> tuple[InputImag
         raise InputImageError(f"{what} {p} is {size / 2**20:.0f} MiB; iga reads images up to "
                               f"{MAX_INPUT_BYTES >> 20} MiB (save it smaller or as PNG/JPEG)")
     data = p.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            w, h = probe.size
-            if w * h > MAX_INPUT_PIXELS:
-                raise InputImageError(f"{what} {p} is {w}x{h}; iga reads images up to "
-                                      f"{MAX_INPUT_PIXELS / 1e6:.0f} megapixels")
-            probe.load()
-            image = probe.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, InputImageError):
-            raise
-        raise InputImageError(f"{what} {p} is not an image iga can read ({type(e).__name__}: {e}); use PNG, "
-                              "JPEG or WebP") from None
+    image = decode_input_image(data, f"{what} {p}")
+    w, h = image.size
     from iga.guard.source import RECORD_PATH_ENV
 
     recorded = str(p.resolve()) if os.environ.get(RECORD_PATH_ENV) == "1" else None
     record = InputImage(path=recorded, sha256=hashlib.sha256(data).hexdigest(), width=w, height=h)
     _remember(record.sha256, p)
     return record, image
+
+
+def decode_input_image(data: bytes, named: str) -> "Image.Image":
+    """The decoded image of an input file's bytes, its pixel count checked before decoding; ``named`` says which
+    input in errors ("init image photo.png"; an HTTP upload: "init_images[0]")."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputImageError(f"{named} is {len(data) / 2**20:.0f} MiB; iga reads images up to "
+                              f"{MAX_INPUT_BYTES >> 20} MiB (save it smaller or as PNG/JPEG)")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            w, h = probe.size
+            if w * h > MAX_INPUT_PIXELS:
+                raise InputImageError(f"{named} is {w}x{h}; iga reads images up to "
+                                      f"{MAX_INPUT_PIXELS / 1e6:.0f} megapixels")
+            probe.load()
+            return probe.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, InputImageError):
+            raise
+        raise InputImageError(f"{named} is not an image iga can read ({type(e).__name__}: {e}); use PNG, "
+                              "JPEG or WebP") from None
 
 
 def _remember(sha256: str, path: Path) -> None:
@@ -83,8 +93,8 @@ def stored_input_path(record: InputImage, what: str, given: str | os.PathLike[st
         if given is not None:
             raise InputImageError(f"{what} {given} is not the one the plan used (its SHA-256 differs from "
                                   f"{record.sha256[:12]}...)")
-    raise InputImageError(f"the {what} this plan used (SHA-256 {record.sha256[:12]}...) is not here; pass it "
-                          f"again (CLI: --{what.replace(' ', '-')} FILE)")
+    raise InputImageError(f"the {what} this plan used (SHA-256 {record.sha256[:12]}...) is not here; point iga at "
+                          "it (iga replay --input FILE)")
 
 
 def find_input_image(record: InputImage, what: str, given: str | os.PathLike[str] | None = None) -> "Image.Image":

@@ -307,8 +307,8 @@ class Plan(BaseModel):
                        sigmas=list(self.sigmas) if self.schedule == "explicit" else None)
 
     def _stage_fields(self) -> dict[str, Any]:
-        """The img2img, inpaint and hires-fix request fields that ask for this plan's passes again (its input images
-        found again by hash: ValueError when they are not here)."""
+        """The img2img, inpaint, hires-fix and ControlNet request fields that ask for this plan's passes again (its
+        input images and ControlNets found again by hash: ValueError when they are not here)."""
         from iga.guard.images import stored_input_path
 
         out: dict[str, Any] = {}
@@ -322,6 +322,12 @@ class Plan(BaseModel):
         if self.hires is not None:
             h = self.hires
             out.update(hires=h.scale, hires_steps=h.steps, hires_denoise=h.denoise, hires_upscaler=h.upscaler)
+        if self.controls:
+            from iga.store.used import control_files
+
+            out["controls"] = [ControlRequest(path=path, image=stored_input_path(c.image, "control image"),
+                                              strength=c.strength, start=c.start, end=c.end)
+                               for (_sha, path), c in zip(control_files(self), self.controls)]
         return out
 
     def for_image(self, k: int) -> "Plan":

@@ -26,8 +26,8 @@ from iga.recipe.schema import PREDICTION_ALIASES, Preset, Recipe, parse_size
 from .defaults import architecture_default_recipe, default_training_schedule, has_component
 from .img2img import (DEFAULT_DENOISE, DEFAULT_HIRES_DENOISE, DEFAULT_INPAINT_PADDING, DEFAULT_MASK_BLUR, Inputs,
                       grid_and_start, hires_size, init_size, read_inputs)
-from .plan import (OVERRIDABLE, Hires, Img2Img, Finding, LoraUse, Mode, ModelIdentity, OverrideRecord, Plan,
-                   Request, VaeIdentity)
+from .plan import (OVERRIDABLE, ControlUse, Hires, Img2Img, Finding, LoraUse, Mode, ModelIdentity, OverrideRecord,
+                   Plan, Request, VaeIdentity)
 
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 64
@@ -137,10 +137,12 @@ def resolve(
     integrity: list[tuple[str, str]] | None = None,
     signature: str | None = None,
     own_vae: bool | None = None,
+    model_path: str | None = None,
 ) -> tuple[Plan, list[Finding]]:
     """Resolve a request against a recipe; return (Plan, findings) or raise GuardRefused.
 
-    ``own_vae``: whether the checkpoint holds a VAE of its own (None: not known; a recipe's separate VAE that is
+    ``model_path``: the checkpoint, whose UNet a ControlNet must fit (without it only the architecture is
+    compared). ``own_vae``: whether the checkpoint holds a VAE of its own (None: not known; a recipe's separate VAE that is
     missing then falls back to it as a soft finding, and is hard when it is known to have none).
 
     Unknown sampler/schedule names raise ``names.UnknownNameError``; an unknown preset or override field
@@ -178,6 +180,7 @@ def resolve(
     _check_inpaint_model(r, model, inputs)
     sigmas, nfe, img2img = _partial_pass(r, train, s, options, model, inputs, sigmas, nfe)
     hires = _hires(r, train, s, options, arch, width, height)
+    controls = _controls(r, model, model_path)
     _note_unused_overrides(r)
     if r.refused():
         raise GuardRefused(r.findings)
@@ -190,7 +193,7 @@ def resolve(
         schedule_params=dict(recipe.scheduler.params) if s.schedule == recipe.scheduler.name else {},
         steps=s.steps, sigmas=sigmas, nfe=nfe, cfg=float(s.cfg), cfg_variant=cfg_variant, cfg_rescale=cfg_rescale,
         width=width, height=height, clip_skip=clip_skip, vae=vae, img2img=img2img, hires=hires,
-        loras=loras, findings=r.findings, overrides=r.overrides,
+        loras=loras, controls=controls, findings=r.findings, overrides=r.overrides,
     )
     return plan, r.findings
 
@@ -299,6 +302,86 @@ def _lora_use(info: Any, weight: float, notes: list[str], effective: Recipe) -> 
                    file_sha256=info.file_sha256, addnet_sha256=info.addnet_sha256, weight=float(weight),
                    architecture=info.architecture, prediction_type=info.prediction_type, format=info.format,
                    weight_range=[w.min, w.max] if w is not None else None, narrowed=notes, effective=narrowed)
+
+
+def _controls(r: _Resolver, model: ModelIdentity, model_path: str | None) -> list[ControlUse]:
+    """Each ControlNet read and checked against the base model's UNet (a misfit is a fact: hard in every mode), its
+    conditioning image opened, its strength and window decided. A missing or unreadable adapter, image, strength
+    or window is bad input (ValueError: CLI exit 2), not a setting for the recipe to judge."""
+    from iga.models.control import base_unet_shape, fit_problem
+
+    uses = []
+    base = base_unet_shape(model_path) if model_path and model.architecture in ("sd1", "sd2", "sdxl", "unknown") \
+        else None
+    for cr in r.req.controls:
+        info = _read_control(cr.path)
+        problem = fit_problem(info, model.architecture, base)
+        if problem:
+            r.hard("control", f"ControlNet {info.name!r}: {problem}", model.architecture, info.name,
+                   f"use a ControlNet made for this model ({model.architecture})")
+            continue
+        from iga.guard.images import open_input_image
+
+        image, _ = open_input_image(cr.image, "control image")
+        if not 0.0 <= cr.start < cr.end <= 1.0:
+            raise ValueError(f"ControlNet {info.name!r}: its window start {cr.start:g} .. end {cr.end:g} cannot work; "
+                             "give 0 <= start < end <= 1 (fractions of the steps, e.g. --control-start 0 "
+                             "--control-end 0.8)")
+        strength = _control_strength(r, info, cr.strength)
+        uses.append(_control_use(info, image, strength, cr.start, cr.end))
+    return uses
+
+
+def _read_control(given: str):
+    """The ControlNet's description (a path, or its id in the model store); remembered by hash for replay."""
+    from iga.models.control import ControlError, read_control
+    from iga.store.used import remember
+
+    path = Path(given).expanduser()
+    if not path.exists():
+        entry, why = _store_lookup(given, "controlnet")
+        if entry is None:
+            raise ControlError(f"ControlNet not found: {given} ({why}); give a diffusers ControlNet folder or "
+                               ".safetensors file")
+        path = Path(entry.path)
+    info = read_control(path.resolve())
+    remember(info.file_sha256, info.path, info.name)  # replay finds it again by its hash
+    return info
+
+
+def _control_strength(r: _Resolver, info: Any, asked: float | None) -> float:
+    """The request's strength, else the recipe's for this adapter, else 1.0; outside the recipe adapter's range is
+    soft; an adapter the recipe does not list is soft when it lists some (info when it lists none)."""
+    from iga.models.control import ControlError
+
+    listed = r.recipe.control
+    match = next((a for a in listed if a.sha256 == info.file_sha256), None) or \
+        next((a for a in listed if not a.sha256 and a.id == info.name), None)
+    if asked is not None and not (math.isfinite(asked) and asked >= 0):
+        raise ControlError(f"ControlNet {info.name!r}: strength {asked} cannot work; give a finite number >= 0 "
+                           "(1.0 is full strength)")
+    if match is None and listed:
+        r.soft("control", "control", f"ControlNet {info.name!r} is not one the recipe lists for this model "
+               f"({', '.join(a.id for a in listed)}); the publisher did not validate it", [a.id for a in listed],
+               info.name, f"use {listed[0].id}")
+    elif match is None:
+        r.info("control", f"the recipe lists no ControlNets; {info.name!r} applied as is")
+    strength = asked if asked is not None else (match.strength.default if match is not None else 1.0)
+    if match is not None and asked is not None and not match.strength.min <= asked <= match.strength.max:
+        rng = match.strength
+        r.soft("control", "control", f"ControlNet {info.name!r} at strength {asked:g} is outside the recipe's range "
+               f"{rng.min:g}..{rng.max:g}", rng.default, asked, f"use {min(max(asked, rng.min), rng.max):g}")
+    return float(strength)
+
+
+def _control_use(info: Any, image: Any, strength: float, start: float, end: float) -> ControlUse:
+    import os
+
+    from iga.guard.source import RECORD_PATH_ENV
+
+    return ControlUse(name=info.name, path=info.path if os.environ.get(RECORD_PATH_ENV) == "1" else None,
+                      file_sha256=info.file_sha256, image=image, strength=strength, start=float(start),
+                      end=float(end))
 
 
 def _check_mode_and_overrides(req: Request, mode: Mode) -> None:

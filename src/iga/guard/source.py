@@ -37,7 +37,7 @@ class ModelSource:
         return resolve(self.recipe if recipe is None else recipe, request, mode,
                        model=identity or self.identity, detected_prediction=self.detected_prediction,
                        detected_schedule=self.declared_schedule, integrity=self.integrity,
-                       signature=self.signature, own_vae=self.own_vae)
+                       signature=self.signature, own_vae=self.own_vae, model_path=self.path)
 
     def require_signature(self, trusted: list[str | os.PathLike[str]] | None = None) -> None:
         """Demand a valid signature by one of ``trusted`` (public keys; default $IGA_TRUSTED_KEYS): without one,
@@ -205,7 +205,7 @@ def folder_markers(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
     """(architecture, prediction type) a diffusers folder declares in its JSON configs (no weights read).
 
     The same rules the folder loader applies: StableDiffusion3Pipeline -> sd3 and FluxPipeline -> flux (both
-    "flow"); two text encoders -> sdxl; an OpenCLIP text tower (exact GELU)
+    "flow"); two text encoders -> sdxl, text_encoder_2 alone -> sdxl_refiner; an OpenCLIP text tower (exact GELU)
     or 1024-wide cross-attention -> sd2; else sd1. Prediction type from scheduler/scheduler_config.json.
     """
     root = Path(folder)
@@ -217,8 +217,8 @@ def folder_markers(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
         return "unknown", None
     te = _read_config(root / "text_encoder" / "config.json")
     unet = _read_config(root / "unet" / "config.json")
-    if index.get("text_encoder_2") not in (None, [None, None]):
-        arch = "sdxl"
+    if index.get("text_encoder_2") not in (None, [None, None]):  # no CLIP-L beside bigG: the SDXL refiner
+        arch = "sdxl" if index.get("text_encoder") not in (None, [None, None]) else "sdxl_refiner"
     elif te.get("hidden_act") == "gelu" or unet.get("cross_attention_dim") == 1024:
         arch = "sd2"
     else:

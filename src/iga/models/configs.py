@@ -26,7 +26,7 @@ from iga.models.ldm import UNetLayout, VAELayout
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl")
+FAMILIES = ("sd1", "sd2", "sd2-v", "sdxl", "sdxl_refiner")
 MODEL_CONFIG_KEY = "iga.model_config"
 MAX_MODEL_CONFIG_BYTES = 65536
 

@@ -35,7 +35,7 @@ from iga.models.configs import MODEL_CONFIG_KEY, ConfigError, family, infer_text
 from iga.models.detect import Detection, UnsupportedCheckpoint, detect
 from iga.models.ldm import UNET_PREFIX, VAE_PREFIX, ConversionError, clip_from_ldm, \
     fit_text_keys, is_ldm_vae, modernize_diffusers_vae, openclip_from_ldm, strip_prefix, unet_from_ldm, vae_from_ldm
-from iga.models.stable_diffusion import StableDiffusionBackend
+from iga.models.stable_diffusion import SDXLRefinerBackend, StableDiffusionBackend
 from iga.models.text import TextEncoderSlot
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -533,12 +533,15 @@ def _load_folder_inner(p: Path, vae_path: Path | None, device: "torch.device", d
                              "iga loads StableDiffusionPipeline and StableDiffusionXLPipeline folders")
     is_xl = "text_encoder_2" in index and index.get("text_encoder_2") not in (None, [None, None])
     if "XL" in cls_name and not is_xl:
-        raise ModelLoadError(f"{str(p)!r}: SDXL folder without text_encoder_2 (the refiner?) is not supported")
+        raise ModelLoadError(f"{str(p)!r}: SDXL folder without its text_encoder_2 (OpenCLIP bigG) cannot run")
+    has_te1 = index.get("text_encoder") not in (None, [None, None])  # the SDXL refiner has only text_encoder_2
 
-    te_cfg = _read_json(p / "text_encoder" / "config.json", "text encoder config")
+    te_cfg = _read_json(p / "text_encoder" / "config.json", "text encoder config") if has_te1 else {}
     unet_cfg = _read_json(p / "unet" / "config.json", "UNet config")
     if is_xl:
-        arch = "sdxl"
+        arch = "sdxl" if has_te1 else "sdxl_refiner"
+        if not has_te1:
+            _check_refiner_unet(p, unet_cfg, _read_json(p / "text_encoder_2" / "config.json", "text_encoder_2 config"))
     elif te_cfg.get("hidden_act") == "gelu" or unet_cfg.get("cross_attention_dim") == 1024:
         arch = "sd2"  # OpenCLIP text tower (exact GELU); OpenAI CLIP-L uses quick_gelu
     else:
@@ -569,13 +572,13 @@ def _load_folder_inner(p: Path, vae_path: Path | None, device: "torch.device", d
     sources: dict[str, Any] = {}
     tokenizer_sources = []
     for i, spec in enumerate(fam["text"]):
-        sub = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
-        cfg = te_cfg if i == 0 else _read_json(p / sub / "config.json", f"{sub} config")
+        sub = spec.get("folder") or ("text_encoder" if i == 0 else f"text_encoder_{i + 1}")
+        cfg = te_cfg if sub == "text_encoder" else _read_json(p / sub / "config.json", f"{sub} config")
         archs = cfg.get("architectures") or []
         cls = CLIPTextModelWithProjection if (spec["pooled"] or "CLIPTextModelWithProjection" in archs) \
             else CLIPTextModel
         model = load_model(cls.from_pretrained, sub, dtype=dtype)
-        tok, tsrc = _folder_tokenizer(p / ("tokenizer" if i == 0 else f"tokenizer_{i + 1}"), spec["pad"])
+        tok, tsrc = _folder_tokenizer(p / sub.replace("text_encoder", "tokenizer"), spec["pad"])
         tokenizer_sources.append(tsrc)
         slots.append(TextEncoderSlot(_finish(model, device, dtype), tok, spec["layer"], spec["pooled"]))
         sources[sub] = "folder"
@@ -611,7 +614,7 @@ def _load_folder_inner(p: Path, vae_path: Path | None, device: "torch.device", d
         "dtype": str(dtype).removeprefix("torch."),
         "vae_dtype": str(vdt).removeprefix("torch."),
     }
-    return StableDiffusionBackend(
+    return (SDXLRefinerBackend if arch == "sdxl_refiner" else StableDiffusionBackend)(
         architecture=arch,
         prediction_type=pred,
         training_schedule=_training_schedule(sched_cfg),
@@ -623,6 +626,16 @@ def _load_folder_inner(p: Path, vae_path: Path | None, device: "torch.device", d
         vae_dtype=vdt,
         identity=identity,
     )
+
+
+def _check_refiner_unet(p: Path, unet_cfg: dict[str, Any], te_cfg: dict[str, Any]) -> None:
+    """An SDXL refiner's UNet embeds 5 time ids (size, crop, aesthetic score) and the pooled text embedding; a UNet
+    sized for SDXL base's 6 (``requires_aesthetics_score: false``) is not a refiner iga can condition."""
+    need = 5 * int(unet_cfg.get("addition_time_embed_dim") or 0) + int(te_cfg.get("projection_dim") or 0)
+    have = unet_cfg.get("projection_class_embeddings_input_dim")
+    if unet_cfg.get("addition_embed_type") != "text_time" or have != need:
+        raise ModelLoadError(f"{str(p)!r}: an SDXL folder with only text_encoder_2 must be the SDXL refiner, whose UNet "
+                             f"embeds 5 time ids and the pooled text ({need} inputs); this UNet takes {have}")
 
 
 # ---------------------------------------------------------------- SD3 / Flux diffusers folder

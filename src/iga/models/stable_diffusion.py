@@ -3,7 +3,9 @@
 Conditioning dicts (batch-first):
 - SD1/SD2: ``{"encoder_hidden_states": [B, 77*chunks, D]}``;
 - SDXL: ``{"encoder_hidden_states": [B, 77*chunks, 768+1280], "text_embeds": [B, 1280], "time_ids": [B, 6]}``
-  with ``time_ids = (orig_h, orig_w, crop_top, crop_left, target_h, target_w) = (h, w, 0, 0, h, w)``.
+  with ``time_ids = (orig_h, orig_w, crop_top, crop_left, target_h, target_w) = (h, w, 0, 0, h, w)``;
+- SDXL refiner: ``{"encoder_hidden_states": [B, 77*chunks, 1280], "text_embeds": [B, 1280], "time_ids": [B, 5]}``
+  with ``time_ids = (h, w, 0, 0, aesthetic_score)`` (``SDXLRefinerBackend``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from iga.models.base import VaeLatents, pair_texts, vae_decode, vae_encode
 from iga.models.text import TextEncoderSlot, chunk_count
+
+SDXL_UNETS = ("sdxl", "sdxl_refiner")  # UNets that take the pooled text embedding and time ids
+DEFAULT_AESTHETIC_SCORE, DEFAULT_NEGATIVE_AESTHETIC_SCORE = 6.0, 2.5  # the refiner's (diffusers' defaults)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -90,24 +95,32 @@ class StableDiffusionBackend(VaeLatents):
             pooled = pooled[where]
         B = len(texts)
         both: dict[str, torch.Tensor] = {"encoder_hidden_states": context}
-        if self.architecture == "sdxl":
+        if self.architecture in SDXL_UNETS:
             if pooled is None:
                 raise RuntimeError("SDXL backend without a pooled text encoder")
             both["text_embeds"] = pooled.to(self.dtype)
-            ids = torch.tensor([height, width, 0, 0, height, width], dtype=self.dtype, device=self.device)
-            both["time_ids"] = ids.expand(B, 6).clone()
+            both["time_ids"] = self.time_ids(width, height, len(prompts), B)
         n = len(prompts)
         cond = {k: v[:n].contiguous() for k, v in both.items()}
         uncond = {k: v[n:].contiguous() for k, v in both.items()}
         return cond, uncond
 
+    def time_ids(self, width: int, height: int, n_cond: int, rows: int) -> "torch.Tensor":
+        """SDXL's size conditioning, one row per text (conditional first): (h, w, 0, 0, h, w)."""
+        import torch
+
+        ids = torch.tensor([height, width, 0, 0, height, width], dtype=self.dtype, device=self.device)
+        return ids.expand(rows, 6).clone()
+
     # ------------------------------------------------------------ network
 
-    def raw_model(self, x: "torch.Tensor", t: "torch.Tensor", cond: "Conditioning") -> "torch.Tensor":
+    def raw_model(self, x: "torch.Tensor", t: "torch.Tensor", cond: "Conditioning",
+                  residuals: tuple[list["torch.Tensor"], "torch.Tensor"] | None = None) -> "torch.Tensor":
         """Run the UNet on scaled input ``x`` at (possibly fractional) timesteps ``t`` [B].
 
         Returns the raw prediction (eps or v, see ``prediction_type``) in ``x``'s dtype and device.
-        Conditioning with batch 1 is broadcast to the batch of ``x``.
+        Conditioning with batch 1 is broadcast to the batch of ``x``. ``residuals``: (down, mid) residuals a
+        ControlNet adds to the skip connections and the middle block (``iga.models.control``).
         """
         import torch
 
@@ -127,13 +140,15 @@ class StableDiffusionBackend(VaeLatents):
             raise ValueError(f"conditioning batch {v.shape[0]} does not match the input batch {B}")
 
         kwargs: dict[str, Any] = {"encoder_hidden_states": fit(cond["encoder_hidden_states"])}
-        if self.architecture == "sdxl":
+        if self.architecture in SDXL_UNETS:
             missing = {"text_embeds", "time_ids"} - set(cond)
             if missing:
                 raise ValueError(f"SDXL conditioning lacks {sorted(missing)}; use encode_prompt to build it")
             kwargs["added_cond_kwargs"] = {"text_embeds": fit(cond["text_embeds"]), "time_ids": fit(cond["time_ids"])}
         if "concat" in cond:  # an inpainting UNet: mask and masked-image latent as extra input channels
             sample = torch.cat([sample, fit(cond["concat"])], dim=1)
+        if residuals is not None:
+            kwargs["down_block_additional_residuals"], kwargs["mid_block_additional_residual"] = residuals
         with torch.no_grad():
             out = self.unet(sample, t, return_dict=False, **kwargs)[0]
         return out.to(device=x.device, dtype=x.dtype)
@@ -151,3 +166,26 @@ class StableDiffusionBackend(VaeLatents):
     def __repr__(self) -> str:
         return (f"StableDiffusionBackend({self.architecture}, {self.prediction_type}, "
                 f"{self.identity.get('path')!r}, {self.device}, {self.dtype})")
+
+
+@dataclass(eq=False, repr=False)
+class SDXLRefinerBackend(StableDiffusionBackend):
+    """The SDXL refiner: one OpenCLIP bigG text encoder (penultimate hidden state + pooled projection, as for SDXL
+    base's second encoder) and 5 time ids ``(orig_h, orig_w, crop_top, crop_left, aesthetic_score)``; the negative
+    prompt's row carries ``negative_aesthetic_score`` (diffusers' ``requires_aesthetics_score`` convention)."""
+
+    aesthetic_score: float = DEFAULT_AESTHETIC_SCORE
+    negative_aesthetic_score: float = DEFAULT_NEGATIVE_AESTHETIC_SCORE
+
+    def scored(self, aesthetic_score: float, negative_aesthetic_score: float) -> "SDXLRefinerBackend":
+        """The same weights with other aesthetic scores (a plan's), sharing every module."""
+        from dataclasses import replace
+
+        return replace(self, aesthetic_score=float(aesthetic_score),
+                       negative_aesthetic_score=float(negative_aesthetic_score))
+
+    def time_ids(self, width: int, height: int, n_cond: int, rows: int) -> "torch.Tensor":
+        import torch
+
+        scores = [self.aesthetic_score] * n_cond + [self.negative_aesthetic_score] * (rows - n_cond)
+        return torch.tensor([[height, width, 0, 0, s] for s in scores], dtype=self.dtype, device=self.device)

@@ -46,15 +46,23 @@ _UNETS: dict[str, dict[str, Any]] = {
                  projection_class_embeddings_input_dim=6 * 8 + 40,
                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")),
+    # the refiner's shape: plain blocks around cross-attention ones, bigG context only, 5 time ids (size, crop,
+    # aesthetic score) + the pooled text in the added embedding
+    "sdxl_refiner": dict(block_out_channels=(32, 64, 64), layers_per_block=1, attention_head_dim=(2, 4, 4),
+                         cross_attention_dim=48, use_linear_projection=True, transformer_layers_per_block=2,
+                         addition_embed_type="text_time", addition_time_embed_dim=8,
+                         projection_class_embeddings_input_dim=5 * 8 + 40,
+                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
 }
-_FAMILY = {"sd1": "sd1", "sd2": "sd2-v", "sdxl": "sdxl"}
+_FAMILY = {"sd1": "sd1", "sd2": "sd2-v", "sdxl": "sdxl", "sdxl_refiner": "sdxl_refiner"}
 
 
 @dataclass
 class TinyModel:
     """The components of one tiny model."""
 
-    architecture: str  # "sd1" | "sd2" | "sdxl"
+    architecture: str  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner"
     unet: Any
     vae: Any
     text_encoders: list[Any]
@@ -67,6 +75,16 @@ class TinyModel:
         """ "eps" or "v", from the scheduler config."""
         return "v" if self.scheduler_config["prediction_type"] == "v_prediction" else "eps"
 
+    @property
+    def text_encoder_names(self) -> list[str]:
+        """The folders of the text encoders in diffusers' layout (the refiner's only one is text_encoder_2)."""
+        return _encoder_names(family(_FAMILY[self.architecture])["text"])
+
+
+def _encoder_names(specs: list[dict[str, Any]]) -> list[str]:
+    return [spec.get("folder") or ("text_encoder" if i == 0 else f"text_encoder_{i + 1}")
+            for i, spec in enumerate(specs)]
+
 
 def _perturb(model: Any, gen: Any, scale: float = 0.05) -> None:
     import torch
@@ -76,10 +94,12 @@ def _perturb(model: Any, gen: Any, scale: float = 0.05) -> None:
             p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
 
 
-def build_tiny(architecture: str = "sd1", seed: int = 0, *, inpaint: bool = False) -> "TinyModel | TinyFlowModel":
-    """Build a tiny random model of ``architecture`` ("sd1", "sd2" = SD2 v-prediction, "sdxl", "sd3",
-    "flux_dev" = guidance-distilled Flux, "flux_schnell" = Flux without guidance input); ``inpaint``: an SD
-    inpainting model (its UNet also takes the mask and the masked image's latent: 9 input channels)."""
+def build_tiny(architecture: str = "sd1", seed: int = 0, *, inpaint: bool = False,
+               vae: Any = None) -> "TinyModel | TinyFlowModel":
+    """Build a tiny random model of ``architecture`` ("sd1", "sd2" = SD2 v-prediction, "sdxl", "sdxl_refiner",
+    "sd3", "flux_dev" = guidance-distilled Flux, "flux_schnell" = Flux without guidance input); ``inpaint``: an SD
+    inpainting model (its UNet also takes the mask and the masked image's latent: 9 input channels); ``vae``: use
+    this VAE instead of a new one (a refiner shares its base model's, as the real SDXL pair does)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -89,7 +109,7 @@ def build_tiny(architecture: str = "sd1", seed: int = 0, *, inpaint: bool = Fals
     if architecture in _FLOW_VARIANTS:
         return _build_tiny_flow(architecture, seed)
     if architecture not in _UNETS:
-        raise ValueError(f"unknown tiny architecture {architecture!r}; use sd1, sd2, sdxl, "
+        raise ValueError(f"unknown tiny architecture {architecture!r}; use sd1, sd2, sdxl, sdxl_refiner, "
                          f"{', '.join(_FLOW_VARIANTS)}")
     fam = family(_FAMILY[architecture])
     gen = torch.Generator().manual_seed(seed)
@@ -99,12 +119,13 @@ def build_tiny(architecture: str = "sd1", seed: int = 0, *, inpaint: bool = Fals
     unet = UNet2DConditionModel(sample_size=8, in_channels=INPAINT_CHANNELS if inpaint else 4, out_channels=4,
                                 **_UNETS[architecture])
     _perturb(unet, gen)
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        scaling_factor=fam["vae"]["scaling_factor"], **TINY_VAE)
-    _perturb(vae, gen)
+    if vae is None:
+        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            scaling_factor=fam["vae"]["scaling_factor"], **TINY_VAE)
+        _perturb(vae, gen)
     encoders, tokenizers, model_config = [], [], {}
-    for i, spec in enumerate(fam["text"]):
-        dims = TINY_TEXT if i == 0 else TINY_TEXT_2
+    for spec, name in zip(fam["text"], _encoder_names(fam["text"])):
+        dims = TINY_TEXT_2 if name == "text_encoder_2" else TINY_TEXT
         tok = clip_tokenizer(spec["pad"])
         base = spec["config"]
         cfg = CLIPTextConfig(vocab_size=len(tok), max_position_embeddings=77, hidden_act=base["hidden_act"],
@@ -114,7 +135,6 @@ def build_tiny(architecture: str = "sd1", seed: int = 0, *, inpaint: bool = Fals
         _perturb(model, gen)
         encoders.append(model.eval())
         tokenizers.append(tok)
-        name = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
         model_config[name] = {"num_attention_heads": dims["num_attention_heads"]}
     if architecture != "sd1":  # SD1's rule (8 heads per block) matches; the head-size-64 rule cannot
         model_config["unet"] = {"attention_head_dim": list(_UNETS[architecture]["attention_head_dim"])}
@@ -132,8 +152,10 @@ def _write_scheduler_and_index(tiny: Any, root: Path, index: dict[str, Any]) -> 
 
 def _save_text_encoders(tiny: Any, root: Path, index: dict[str, Any]) -> None:
     """text_encoder[_N] and tokenizer[_N] sub-folders in diffusers' order, listed in ``index``."""
-    for i, (model, tok) in enumerate(zip(tiny.text_encoders, tiny.tokenizers)):
-        suffix = "" if i == 0 else f"_{i + 1}"
+    names = getattr(tiny, "text_encoder_names", None) or [
+        "text_encoder" if i == 0 else f"text_encoder_{i + 1}" for i in range(len(tiny.text_encoders))]
+    for name, model, tok in zip(names, tiny.text_encoders, tiny.tokenizers):
+        suffix = name.removeprefix("text_encoder")
         model.save_pretrained(root / f"text_encoder{suffix}", safe_serialization=True)
         tok.save_pretrained(root / f"tokenizer{suffix}")
         index[f"text_encoder{suffix}"] = ["transformers", type(model).__name__]
@@ -149,9 +171,11 @@ def save_folder(tiny: "TinyModel | TinyFlowModel", path: str | Path) -> Path:
         return _save_flow_folder(tiny, Path(path))
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    xl = tiny.architecture == "sdxl"
+    xl = tiny.architecture in ("sdxl", "sdxl_refiner")
+    refiner = tiny.architecture == "sdxl_refiner"
     index: dict[str, Any] = {
-        "_class_name": "StableDiffusionXLPipeline" if xl else "StableDiffusionPipeline",
+        "_class_name": "StableDiffusionXLImg2ImgPipeline" if refiner else "StableDiffusionXLPipeline" if xl
+        else "StableDiffusionPipeline",
         "_diffusers_version": diffusers.__version__,
         "scheduler": ["diffusers", tiny.scheduler_config["_class_name"]],
         "unet": ["diffusers", "UNet2DConditionModel"],
@@ -159,6 +183,8 @@ def save_folder(tiny: "TinyModel | TinyFlowModel", path: str | Path) -> Path:
     }
     if xl:
         index["force_zeros_for_empty_prompt"] = False
+    if refiner:  # as the released refiner's model_index.json: no CLIP-L, aesthetic-score time ids
+        index.update(text_encoder=[None, None], tokenizer=[None, None], requires_aesthetics_score=True)
     else:
         index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
     tiny.unet.save_pretrained(root / "unet", safe_serialization=True)
@@ -421,4 +447,24 @@ def build_tiny_lora(tiny: TinyModel, path: str | Path, *, layout: str = "kohya",
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sd.items()}, str(out), metadata=metadata)
+    return out
+
+
+# ---------------------------------------------------------------- ControlNet
+
+
+def build_tiny_controlnet(tiny: TinyModel, path: str | Path, *, seed: int = 0, scale: float = 0.05) -> Path:
+    """Write a random ControlNet for ``tiny`` as a diffusers folder (config.json + safetensors). It starts as
+    diffusers' copy of the UNet's encoder (``ControlNetModel.from_unet``); every parameter is then perturbed, the
+    zero convolutions too (a fresh ControlNet adds nothing until trained), so it visibly changes the image."""
+    import torch
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(tiny.unet)
+    _perturb(net, torch.Generator().manual_seed(seed), scale)
+    with torch.no_grad():  # zero convs: large enough that the residuals matter at this toy width
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            conv.weight.add_(torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(seed + 1)) * 0.5)
+    out = Path(path)
+    net.save_pretrained(str(out), safe_serialization=True)
     return out

@@ -127,6 +127,23 @@ def lora_files(plan) -> tuple[tuple[str, str, float], ...]:
     return tuple(out)
 
 
+def control_files(plan) -> tuple[tuple[str, str], ...]:
+    """The ControlNet weights files a plan renders with, as (file SHA-256, path): each recorded path if it still
+    holds the recorded bytes, else the file with that hash this user has used. ValueError when one is not here."""
+    from iga.checkpoint.hashing import file_sha256 as hash_of
+
+    out = []
+    for use in getattr(plan, "controls", None) or ():
+        recorded = use.path if use.path and os.path.isfile(use.path) and hash_of(use.path) == use.file_sha256 \
+            else None
+        found = recorded or find_file(use.file_sha256, kind="controlnet")
+        if found is None:
+            raise ValueError(f"ControlNet not found: {use.path or use.name} (file {use.file_sha256[:12]}...); use "
+                             "it once with --controlnet PATH so iga knows where it is")
+        out.append((use.file_sha256, found))
+    return tuple(out)
+
+
 def _is_model_path(path: Path) -> bool:
     """A regular file or a folder (never a FIFO, device or socket, which could block or leak)."""
     try:
