@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 import iga  # noqa: E402
-from iga.checkpoint import embed_recipe  # noqa: E402
+from iga.checkpoint.embed import embed_recipe_with_hashes  # noqa: E402
 from iga.guard import GuardRefused, Plan  # noqa: E402
 from iga.guard.plan import ControlRequest  # noqa: E402
 from iga.models import clear_cache, testing  # noqa: E402
@@ -35,7 +35,7 @@ def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("control")
     tiny = testing.build_tiny("sd1", seed=71)
     single = testing.save_single_file(tiny, root / "tiny-sd1.safetensors")
-    embed_recipe(single, CONTROL_RECIPE)
+    embed_recipe_with_hashes(single, CONTROL_RECIPE)
     folder = testing.save_folder(tiny, root / "tiny-sd1")
     net = testing.build_tiny_controlnet(tiny, root / "edges", seed=3)
     yy, xx = np.mgrid[0:64, 0:64]
@@ -87,6 +87,36 @@ def test_a_controlnet_image_matches_diffusers_own_controlnet_pipeline(base, mode
     diff = np.abs(ours.astype(int) - theirs.astype(int))
     assert diff.max() <= 2, (window, int(diff.max()), float(diff.mean()))
     assert np.abs(ours.astype(int) - plain.astype(int)).max() > 20  # the adapter really steers the image
+
+
+def test_an_sdxl_controlnet_image_matches_diffusers_own_sdxl_controlnet_pipeline(tmp_path):
+    """SDXL: the adapter also reads the pooled text and size ids; the image (96x80) is resized to the plan's size."""
+    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+    from PIL import Image
+
+    tiny = testing.build_tiny("sdxl", seed=5)
+    folder = testing.save_folder(tiny, tmp_path / "xl")
+    net = testing.build_tiny_controlnet(tiny, tmp_path / "xl-edges", seed=3)
+    image = tmp_path / "edges.png"
+    Image.fromarray((np.indices((80, 96)).sum(0) % 16 * 16).astype(np.uint8)).convert("RGB").save(image)
+    model = iga.load(folder)
+    control = ControlRequest(path=str(net), image=str(image), strength=0.7, start=0.0, end=0.8)
+    ours = model.generate(PROMPT, sampler="euler", schedule="karras", steps=6, cfg=5.0, seed=2, size="64x64",
+                          negative_prompt="blurry", controls=[control])[0].pixels
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(
+        str(folder), controlnet=ControlNetModel.from_pretrained(str(net), local_files_only=True),
+        local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True,
+                                                        timestep_spacing="linspace")
+    with torch.inference_mode():
+        out = pipe(PROMPT, negative_prompt="blurry", image=Image.open(image), num_inference_steps=6,
+                   guidance_scale=5.0, height=64, width=64, controlnet_conditioning_scale=0.7,
+                   control_guidance_start=0.0, control_guidance_end=0.8,
+                   generator=torch.Generator("cpu").manual_seed(2), output_type="np").images[0]
+    theirs = (out * 255.0).round().astype(np.uint8)
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
+    clear_cache()
 
 
 def test_a_window_that_excludes_every_step_gives_the_plain_image(base, model):
@@ -167,6 +197,7 @@ def test_iga_plan_generate_show_and_replay_carry_the_controlnet(base, tmp_path):
     assert f'ControlNet 0: "Module: none, Model: edges [{short}], Weight: 0.7' in params
     assert "Guidance Start: 0.0, Guidance End: 0.5" in params
     assert shown["controls"][0]["model"] == f"edges [{short}]"
+    assert f"edges [{short}] x 0.7 (steps 0.0..0.5)" in cli(["show", image]).stdout
     res = cli(["replay", image])
     assert res.exit_code == 0 and "identical" in res.stdout, res.stdout + res.stderr
 
@@ -188,3 +219,13 @@ def test_bad_control_input_is_one_clear_line_and_exit_2(base, tmp_path, case):
     assert res.exit_code == 2, res.stdout + res.stderr
     [line] = res.stderr.strip().splitlines()
     assert expect in line, line
+
+
+def test_a_controlnet_is_found_by_its_id_in_the_model_store(base, model, tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    testing.build_tiny_controlnet(base[0], folder / "edges", seed=3)  # the same bytes as base[3]
+    monkeypatch.setenv("IGA_MODELS", str(folder))
+    plan = _plan(model, 1, ControlRequest(path="edges", image=str(base[4])))
+    assert plan.controls[0].name == "edges" and plan.controls[0].strength == 0.8
+    with pytest.raises(ValueError, match="ControlNet not found: edgse"):
+        _plan(model, 1, ControlRequest(path="edgse", image=str(base[4])))

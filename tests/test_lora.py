@@ -283,5 +283,5 @@ def test_a_lora_is_found_by_its_id_in_the_model_store(base, model, tmp_path, mon
     plan = model.plan(PROMPT, loras=[{"path": "inkwash", "weight": 0.5}])
     assert plan.loras[0].name == "inkwash" and plan.loras[0].file_sha256 == hashlib.sha256(
         _lora_in.read_bytes()).hexdigest()
-    with pytest.raises(ValueError, match="no lora 'inkwsh'"):
+    with pytest.raises(ValueError, match="no LoRA 'inkwsh'.*close LoRA ids: inkwash"):
         model.plan(PROMPT, loras=[{"path": "inkwsh"}])

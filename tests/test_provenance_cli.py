@@ -18,7 +18,8 @@ from test_provenance_support import png_file, text, zlib_bomb, ztxt
 
 KEYS = ["schema", "path", "source", "format", "prompt", "negative_prompt", "seed", "steps", "cfg", "sampler",
         "schedule", "width", "height", "model_name", "model_hash", "clip_skip", "denoise", "guidance", "shift",
-        "loras", "hires_scale", "hires_steps", "hires_upscaler", "image_width",
+        "loras", "hires_scale", "hires_steps", "hires_upscaler", "controls", "refiner", "refiner_hash",
+        "refiner_switch", "image_width",
         "image_height", "plan", "raw", "warnings", "c2pa"]  # c2pa: null without a manifest
 
 

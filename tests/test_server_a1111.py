@@ -199,3 +199,98 @@ def test_client_disconnect_cancels_the_job(api):
     while time.monotonic() < deadline and api.get_progress()["state"]["job_count"]:
         time.sleep(0.05)
     assert api.get_progress()["state"]["job_count"] == 0
+
+
+# --- img2img, inpainting and hires fix ---------------------------------------------------------------------------
+
+
+def _init_and_mask():
+    from PIL import Image
+
+    init = Image.new("RGB", (32, 32), (200, 40, 30))
+    init.paste((20, 60, 210), (0, 16, 32, 32))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (12, 12, 20, 20))  # white = repaint
+    return init, mask
+
+
+def _pixels(image):
+    import numpy as np
+
+    return np.asarray(image.convert("RGB")).astype(int)
+
+
+def test_img2img_through_webuiapi_starts_from_the_uploaded_image_by_a1111s_step_rule(api):
+    import hashlib
+
+    init, _ = _init_and_mask()
+    result = api.img2img(images=[init], prompt=PROMPT, seed=4, denoising_strength=0.5)
+    assert result.image.size == (32, 32)  # the init image's size: 512x512 is the client's default
+    plan = result.info["iga"]["plans"][0]
+    sent = base64.b64decode(webuiapi.raw_b64_img(init))
+    assert plan["img2img"]["init_image"]["sha256"] == hashlib.sha256(sent).hexdigest()  # stored as sent
+    assert plan["img2img"]["denoise_steps"] == "a1111" and len(plan["sigmas"]) - 1 == int(0.5 * 20) + 1
+    assert result.info["denoising_strength"] == 0.5 and result.parameters["init_images"] is None
+    assert "Denoising strength: 0.5" in result.info["infotexts"][0]
+    plain = api.txt2img(prompt=PROMPT, seed=4).image
+    assert (_pixels(result.image) != _pixels(plain)).any()
+
+
+def test_inpainting_repaints_only_the_mask_and_invert_repaints_the_rest(api):
+    init, mask = _init_and_mask()
+    kw = dict(images=[init], mask_image=mask, prompt=PROMPT, seed=6, denoising_strength=0.9, inpainting_fill=1,
+              inpaint_full_res=True, inpaint_full_res_padding=4, mask_blur=1)
+    inside = api.img2img(**kw)
+    before, after = _pixels(init), _pixels(inside.image)
+    assert (after[:8] == before[:8]).all() and (after[12:20, 12:20] != before[12:20, 12:20]).any()
+    text = inside.info["infotexts"][0]
+    assert "Mask blur: 1" in text and "Inpaint area: Only masked" in text and "Masked area padding: 4" in text
+    outside = _pixels(api.img2img(**kw, inpainting_mask_invert=1).image)
+    assert (outside[14:18, 14:18] == before[14:18, 14:18]).all() and (outside[:4] != before[:4]).any()
+
+
+def test_inpainting_fill_default_stands_for_original_and_latent_noise_is_refused_with_the_reason(api):
+    init, mask = _init_and_mask()
+    result = api.img2img(images=[init], mask_image=mask, prompt=PROMPT, seed=1)  # webuiapi sends fill 0
+    assert result.info["iga"]["client_defaults_replaced"]["inpainting_fill"] == 0
+    with pytest.raises(RuntimeError) as refused:
+        api.img2img(images=[init], mask_image=mask, prompt=PROMPT, inpainting_fill=2)
+    status, body = refused.value.args
+    assert status == 422 and "latent noise" in json.loads(body)["detail"] and "send 1" in json.loads(body)["detail"]
+    with pytest.raises(RuntimeError) as refused:
+        api.img2img(images=[init], prompt=PROMPT, resize_mode=1)
+    assert "resize_mode 1 (crop and resize)" in json.loads(refused.value.args[1])["detail"]
+
+
+def test_hires_fix_through_webuiapi_runs_a_second_pass_at_twice_the_size(api):
+    result = api.txt2img(prompt=PROMPT, seed=7, enable_hr=True, hr_scale=2, hr_upscaler="Latent",
+                         hr_second_pass_steps=10, denoising_strength=0.5)
+    assert result.image.size == (64, 64)
+    hires = result.info["iga"]["plans"][0]["hires"]
+    assert (hires["steps"], hires["denoise"], hires["upscaler"], len(hires["sigmas"]) - 1) == (10, 0.5, "latent", 10)
+    assert "Denoising strength: 0.5, Hires upscale: 2, Hires steps: 10, Hires upscaler: Latent" in \
+        result.info["infotexts"][0]
+    assert result.info["extra_generation_params"]["Hires upscale"] == 2
+
+
+def test_hires_fix_with_its_own_size_or_sampler_is_refused_naming_the_field(api):
+    for extra in ({"hr_resize_x": 1024}, {"hr_sampler_name": "Heun"}, {"hr_prompt": "another prompt"}):
+        with pytest.raises(RuntimeError) as refused:
+            api.txt2img(prompt=PROMPT, enable_hr=True, **extra)
+        status, body = refused.value.args
+        assert status == 422 and next(iter(extra)) in json.loads(body)["detail"]
+
+
+def test_an_img2img_image_the_server_made_replays_identically(api, server):
+    url, _ = server
+    init, mask = _init_and_mask()
+    api.img2img(images=[init], mask_image=mask, prompt=PROMPT, seed=12, denoising_strength=0.6, inpainting_fill=1)
+    newest = requests.get(f"{url}/iga/v1/gallery").json()["images"][0]
+    assert newest["plan"]["img2img"]["mask"] is not None
+    job = requests.post(f"{url}/iga/v1/replay", json={"image": newest["name"]}).json()["job"]
+    deadline = time.monotonic() + 60
+    state = requests.get(f"{url}/iga/v1/jobs/{job}").json()
+    while state["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        state = requests.get(f"{url}/iga/v1/jobs/{job}").json()
+    assert state["status"] == "done" and state["identical"] is True

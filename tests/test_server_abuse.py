@@ -180,13 +180,85 @@ def test_a_path_as_the_selected_model_is_404_saying_models_are_named(server):
     assert "passwd" not in current
 
 
-# --- endpoints iga does not have ---------------------------------------------------------------------------------
+# --- uploaded images ---------------------------------------------------------------------------------------------
 
 
-def test_img2img_is_501_pointing_to_txt2img(server):
-    r = server.post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": []})
-    assert r.status_code == 501
-    assert "txt2img" in detail(r)
+def _png_b64(width: int = 32, height: int = 32) -> str:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 20, 200)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _png_bomb_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` (an RGB image of that size is 1.2 GB decoded) in a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return PNG_MAGIC + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def img2img(server: Served, **fields) -> requests.Response:
+    return server.post("/sdapi/v1/img2img", json={"prompt": "a red circle on a blue background", **fields})
+
+
+def test_img2img_without_an_init_image_is_422_pointing_to_txt2img(server):
+    r = img2img(server, init_images=[])
+    assert r.status_code == 422 and "txt2img" in detail(r)
+
+
+def test_two_init_images_are_422_asking_for_one_per_request(server):
+    r = img2img(server, init_images=[_png_b64(), _png_b64()])
+    assert r.status_code == 422 and "one per request" in detail(r)
+
+
+def test_base64_that_is_not_an_image_is_422_naming_the_field(server):
+    r = img2img(server, init_images=[base64.b64encode(b"just some text, not pixels").decode()])
+    assert r.status_code == 422 and detail(r).startswith("init_images[0] is not a PNG, JPEG or WebP image")
+    r = img2img(server, init_images=["data:image/png;base64," + base64.b64encode(PNG_MAGIC + b"broken").decode()])
+    assert r.status_code == 422 and "init_images[0] is not an image iga can read" in detail(r)
+    r = img2img(server, init_images=["not base64 at all!"])
+    assert r.status_code == 422 and "not valid base64" in detail(r)
+
+
+def test_a_png_claiming_twenty_thousand_pixels_square_is_refused_before_decoding(server):
+    r = img2img(server, init_images=[base64.b64encode(_png_bomb_header(20000, 20000)).decode()])
+    assert r.status_code == 422 and detail(r).startswith("init_images[0] claims more pixels than iga reads")
+    r = img2img(server, init_images=[base64.b64encode(_png_bomb_header(9000, 9000)).decode()])  # below PIL's limit
+    assert r.status_code == 422 and "init_images[0] is 9000x9000; iga reads images up to 67 megapixels" in detail(r)
+
+
+def test_a_mask_of_another_size_is_422_without_the_servers_paths(server):
+    r = img2img(server, init_images=[_png_b64()], mask=_png_b64(16, 16))
+    message = detail(r)
+    assert r.status_code == 422 and "is 16x16 but the init image is 32x32" in message
+    assert "/" not in message.split(" but ")[0]  # the upload folder is not named
+
+
+def test_a_path_where_an_image_belongs_is_refused_on_both_apis(server):
+    r = img2img(server, init_images=["/etc/passwd"])
+    assert r.status_code == 422 and "never opens a path" in detail(r)
+    r = img2img(server, init_images=[_png_b64()], mask="../../outputs/mask.png")
+    assert r.status_code == 422 and detail(r).startswith("mask") and "never opens a path" in detail(r)
+    r = server.post("/iga/v1/plan", json={"prompt": "x", "init_image": "/etc/hostname"})
+    assert r.status_code == 422 and detail(r).startswith("init_image")
+
+
+def test_an_upload_over_the_body_limit_is_413(server):
+    r = img2img(server, init_images=["A" * (9 << 20)])
+    assert r.status_code == 413
+
+
+def test_init_images_sent_to_txt2img_are_refused_pointing_to_img2img(server):
+    r = txt2img(server, init_images=[_png_b64()])
+    assert r.status_code == 422 and "/sdapi/v1/img2img" in detail(r)
 
 
 # --- and afterwards ----------------------------------------------------------------------------------------------
@@ -196,7 +268,7 @@ def test_after_every_abuse_the_server_still_generates_and_never_answered_500(ser
     r = server.post("/sdapi/v1/txt2img", json=WEBUIAPI_DEFAULTS, timeout=GENERATE_TIMEOUT)
     assert_image(r)
     assert server.proc.poll() is None
-    broken = [s for s in server.statuses if s[1] >= 500 and s != ("/sdapi/v1/img2img", 501)]
+    broken = [s for s in server.statuses if s[1] >= 500]
     assert not broken, server.statuses
     assert "Traceback" not in server.log()
 

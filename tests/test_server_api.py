@@ -230,3 +230,87 @@ def test_forges_distilled_cfg_scale_maps_to_distilled_guidance(client):
     assert default.status_code == 200  # Forge's default stands for "not set", like A1111's CFG 7
     r = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "distilled_cfg_scale": 5.0})
     assert r.status_code == 422 and "no distilled-guidance input" in r.json()["detail"]
+
+
+# --- img2img, inpainting, hires fix and LoRAs over iga's API -------------------------------------------------------
+
+
+def _png(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_uploaded_init_image_and_mask_give_the_plan_the_cli_makes_from_the_same_files(tmp_path):
+    import base64
+    import hashlib
+
+    import iga
+    from PIL import Image
+
+    init, mask = Image.new("RGB", (32, 32), (200, 40, 30)), Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    (tmp_path / "init.png").write_bytes(_png(init))
+    (tmp_path / "mask.png").write_bytes(_png(mask))
+    fields = {"prompt": PROMPT, "seed": 4, "denoise": 0.6, "denoise_steps": "comfyui", "mask_blur": 2,
+              "inpaint_area": "only_masked", "inpaint_padding": 8}
+    with TestClient(create_app(ServerConfig(out_dir=tmp_path / "out"))) as c:
+        body = {**fields, "init_image": base64.b64encode(_png(init)).decode(),
+                "mask": "data:image/png;base64," + base64.b64encode(_png(mask)).decode()}
+        served = c.post("/iga/v1/plan", json=body).json()["plan"]
+    local = iga.load().plan(request=Request(**fields, init_image=str(tmp_path / "init.png"),
+                                            mask=str(tmp_path / "mask.png"))).to_dict()
+    for plan in (served, local):
+        plan.pop("created")
+        plan["findings"] = [f for f in plan["findings"] if f["field"] != "recipe"]
+    assert served == local and served["img2img"]["mask"]["sha256"] == hashlib.sha256(_png(mask)).hexdigest()
+    stored = sorted(p.name for p in (tmp_path / "out" / "inputs").iterdir())
+    assert stored == sorted(f"{hashlib.sha256(_png(im)).hexdigest()}.png" for im in (init, mask))
+
+
+def test_a_path_as_init_image_or_mask_is_refused_naming_the_field(client):
+    for key, value in (("init_image", "/etc/passwd"), ("init_image", "~/photo.png"), ("mask", "C:\\mask.png")):
+        r = client.post("/iga/v1/plan", json={"prompt": PROMPT, key: value})
+        assert r.status_code == 422 and r.json()["detail"].startswith(key), r.text
+        assert "never opens a path" in r.json()["detail"]
+
+
+def test_hires_fields_go_by_their_request_names_with_a1111_upscaler_labels(client):
+    r = client.post("/iga/v1/plan", json={"prompt": PROMPT, "hires": 2, "hires_steps": 10, "hires_denoise": 0.5,
+                                          "hires_upscaler": "Latent (bicubic)"})
+    hires = r.json()["plan"]["hires"]
+    assert (hires["width"], hires["upscaler"], hires["steps"], hires["denoise"]) == (64, "latent-bicubic", 10, 0.5)
+    r = client.post("/iga/v1/plan", json={"prompt": PROMPT, "hires": 2, "hires_upscaler": "4x-UltraSharp"})
+    assert r.status_code == 422 and "unknown hires upscaler '4x-UltraSharp'" in r.json()["detail"]
+
+
+def test_a_hires_job_reports_the_steps_of_both_passes(client):
+    r = client.post("/iga/v1/generate", json={"prompt": PROMPT, "seed": 2, "batch": 2, "hires": 2, "hires_steps": 8,
+                                              "hires_denoise": 0.5})
+    state = wait(client, r.json()["job"])
+    assert state["status"] == "done" and state["total"] == 2 * (20 + 8) and state["step"] == state["total"]
+
+
+def test_loras_over_http_are_named_by_store_id_never_by_path(tmp_path, monkeypatch):
+    from iga.checkpoint import embed_recipe
+    from iga.models import testing
+    from test_generate_support import TINY_RECIPE
+
+    tiny = testing.build_tiny("sd1", seed=3)
+    models = tmp_path / "models"
+    embed_recipe(testing.save_single_file(tiny, models / "tiny.safetensors"), TINY_RECIPE)
+    testing.build_tiny_lora(tiny, tmp_path / "store" / "inkwash.safetensors", metadata={
+        "ss_base_model_version": "sd_v1", "modelspec.prediction_type": "epsilon"})
+    monkeypatch.setenv("IGA_MODELS", str(tmp_path / "store"))
+    with TestClient(create_app(ServerConfig(models_dir=models, out_dir=None))) as c:
+        r = c.post("/iga/v1/plan", json={"prompt": PROMPT, "loras": [{"id": "inkwash", "weight": 0.5}]})
+        assert r.status_code == 200, r.text
+        assert [(u["name"], u["weight"]) for u in r.json()["plan"]["loras"]] == [("inkwash", 0.5)]
+        r = c.post("/iga/v1/plan", json={"prompt": PROMPT, "loras": [{"id": str(tmp_path / "store" / "inkwash")}]})
+        assert r.status_code == 422 and "not a path" in r.json()["detail"]
+        r = c.post("/iga/v1/plan", json={"prompt": PROMPT, "loras": [{"path": "inkwash.safetensors"}]})
+        assert r.status_code == 422 and '"id"' in r.json()["detail"]
+        r = c.post("/iga/v1/plan", json={"prompt": PROMPT, "loras": [{"id": "inkwsh"}]})
+        assert r.status_code == 404 and "inkwash" in r.json()["detail"]  # close ids named

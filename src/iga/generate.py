@@ -94,6 +94,21 @@ class Model:
 
         return load_controls(plan, backend, self._controlnets)
 
+    def refiner_for(self, plan: Plan):
+        """The loaded SDXL refiner a plan's second stage runs on (None without one), found by its weights hash and
+        cached like the base model's backend."""
+        from iga.store.used import refiner_model
+
+        path = refiner_model(plan)
+        if path is None:
+            return None
+        key = ("refiner", path)
+        if key not in self._backends:
+            from iga.models.loader import load_backend
+
+            self._backends[key] = load_backend(path, device=self.device, dtype=self.dtype)
+        return self._backends[key]
+
     def generate(self, prompt: str = "", *, plan: Plan | None = None, mode: Mode = "guarded",
                  callback: Callable[["StepInfo"], None] | None = None, cancel: Any = None,
                  encoded: tuple[dict, dict] | None = None, **fields: Any) -> list[GeneratedImage]:
@@ -105,7 +120,7 @@ class Model:
             plan = self.plan(prompt, mode=mode, **fields)
         backend = self.backend_for(plan)
         images, nfe = render(plan, backend, callback=callback, cancel=cancel, encoded=encoded,
-                             controlnets=self.controlnets_for(plan, backend))
+                             controlnets=self.controlnets_for(plan, backend), refiner=self.refiner_for(plan))
         runtime = runtime_info(backend)
         out = []
         for k, px in enumerate(images):
@@ -188,14 +203,16 @@ def encoding_key(plan: Plan) -> tuple:
 
 def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] | None = None,
            cancel: Any = None, encoded: tuple[dict, dict] | None = None,
-           inputs: tuple[Any, Any] | None = None, controlnets: list[Any] | None = None
+           inputs: tuple[Any, Any] | None = None, controlnets: list[Any] | None = None, refiner: Any = None
            ) -> tuple[list["np.ndarray"], int]:
     """Run one plan on a loaded backend; return (uint8 HxWx3 arrays, model calls per image).
 
     Image k is computed exactly as seed k alone would be (same shapes, same kernels), so each image's own
     plan replays to identical pixels. ``encoded`` is the plan's conditioning when the caller already has it;
     ``inputs`` the (init image, mask) of an img2img plan when the caller has them (else found by hash);
-    ``controlnets`` the plan's loaded ControlNets (``Model.controlnets_for``; else loaded here).
+    ``controlnets`` the plan's loaded ControlNets (``Model.controlnets_for``; else loaded here); ``refiner`` the
+    loaded SDXL refiner of a plan with one (``Model.refiner_for``): the base model runs the plan's sigmas up to
+    ``plan.refiner.switch_index`` and the refiner the rest (``_refine``).
     """
     import numpy as np
     import torch
@@ -215,13 +232,18 @@ def render(plan: Plan, backend: Any, *, callback: Callable[["StepInfo"], None] |
             if prepared.concat is not None:  # an inpainting UNet reads the mask and masked image as extra channels
                 cond, uncond = {**cond, "concat": prepared.concat}, {**uncond, "concat": prepared.concat}
         hires_cond = encode(at_hires_size(plan), backend) if plan.hires is not None else None
+        refined = refiner_conditioning(plan, refiner) if plan.refiner is not None else None
+        base_sigmas = plan.sigmas[:plan.refiner.switch_index + 1] if plan.refiner is not None else plan.sigmas
         controls = stages.controls_at(plan, backend, controlnets)  # (first pass, hires pass): images at each size
         # One image at a time: the network's float rounding depends on the batch size (oneDNN/cuDNN pick
         # different kernels), so a batched image would differ from its seed alone by ~1/255 and could not
         # be replayed from its own plan. The prompt is encoded once for the whole batch.
         for seed in plan.seeds:
-            x, calls = _pass(plan, backend, spec, seed, (cond, uncond), plan.sigmas, plan.width, plan.height,
+            x, calls = _pass(plan, backend, spec, seed, (cond, uncond), base_sigmas, plan.width, plan.height,
                              prepared, callback, cancel, controls[0])
+            if refined is not None:
+                x, more = _refine(plan, refiner, spec, seed, refined, x, callback, cancel)
+                calls += more
             if plan.hires is not None:
                 h = plan.hires
                 start = stages.upscale(x, backend, h.upscaler, h.width, h.height)
@@ -261,6 +283,39 @@ def _pass(plan: Plan, backend: Any, spec: Any, seed: int, conditioning: tuple[di
     if isinstance(den, MaskedDenoiser):
         x = den.finish(x)
     return x, den.nfe
+
+
+def refiner_conditioning(plan: Plan, refiner: Any) -> tuple[dict, dict]:
+    """The refiner's own (cond, uncond): its bigG encoding of the plan's prompts, with the plan's aesthetic scores."""
+    import torch
+
+    if refiner is None:
+        raise ValueError("this plan has an SDXL refiner stage: pass its loaded refiner (Model.refiner_for(plan))")
+    r = plan.refiner
+    with torch.inference_mode():
+        return refiner.scored(r.aesthetic_score, r.negative_aesthetic_score).encode_prompt(
+            [plan.prompt], [plan.negative_prompt], clip_skip=plan.clip_skip, width=plan.width, height=plan.height)
+
+
+def _refine(plan: Plan, refiner: Any, spec: Any, seed: int, conditioning: tuple[dict, dict], x: "torch.Tensor",
+            callback: Any, cancel: Any) -> tuple["torch.Tensor", int]:
+    """The refiner's stage: its own sampler run on the rest of the plan's sigmas, continuing the base model's latent
+    exactly (zero fresh noise); an ancestral sampler's noise is seeded as the base stage's was, as a second diffusers
+    pipeline or ComfyUI sampler given the same seed would. The image is decoded by the base backend (the plan's VAE;
+    the SDXL base and refiner ship the same VAE)."""
+    import torch
+
+    from iga.sampling.noise import make_noise_sampler
+    from iga.sampling.run import sample
+
+    assert plan.refiner is not None
+    sigmas = torch.tensor(plan.sigmas[plan.refiner.switch_index:], dtype=torch.float32)
+    stage = plan if plan.refiner.cfg is None else plan.model_copy(update={"cfg": plan.refiner.cfg})
+    den = build_denoiser(stage, refiner, *conditioning)
+    ns = make_noise_sampler(spec.noise, x, [seed], sigmas)
+    out = sample(spec, den, torch.zeros_like(x), sigmas, noise_sampler=ns, callback=callback,
+                 options=plan.sampler_options, latent=x, cancel=cancel)
+    return out, den.nfe
 
 
 def at_hires_size(plan: Plan) -> Plan:

@@ -16,7 +16,7 @@ from iga.commands.guard import (
     LoraOpt, PresetOpt, ReasonOpt, RehashOpt, RequireSignedOpt, SamplerOpt, ScheduleOpt, SeedOpt, ShiftOpt, SizeOpt,
     StepsOpt,
     TrustOpt,
-    VaeOpt, build_request, stage_fields,
+    VaeOpt, build_request, stage_fields, RefinerOpt, RefinerSwitchOpt, refiner_fields,
     DenoiseOpt, DenoiseStepsOpt, HiresDenoiseOpt, HiresOpt, HiresStepsOpt, HiresUpscalerOpt, InitImageOpt,
     InpaintAreaOpt, InpaintPaddingOpt, MaskBlurOpt, MaskOpt,
     ControlEndOpt, ControlImageOpt, ControlNetOpt, ControlStartOpt, ControlStrengthOpt, control_requests,
@@ -97,8 +97,10 @@ def generate_cmd(
     mask: MaskOpt = None, mask_blur: MaskBlurOpt = None, inpaint_area: InpaintAreaOpt = None,
     inpaint_padding: InpaintPaddingOpt = None, hires: HiresOpt = None, hires_steps: HiresStepsOpt = None,
     hires_denoise: HiresDenoiseOpt = None, hires_upscaler: HiresUpscalerOpt = None,
-    controlnet: ControlNetOpt = None, control_image: ControlImageOpt = None, control_strength: ControlStrengthOpt = None,
-    control_start: ControlStartOpt = None, control_end: ControlEndOpt = None,
+    refiner: RefinerOpt = None, refiner_switch: RefinerSwitchOpt = None,
+    controlnet: ControlNetOpt = None, control_image: ControlImageOpt = None,
+    control_strength: ControlStrengthOpt = None, control_start: ControlStartOpt = None,
+    control_end: ControlEndOpt = None,
 ) -> None:
     """Generate images with the model's native recipe; every image carries its full plan (and A1111 infotext).
 
@@ -122,7 +124,8 @@ def generate_cmd(
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
                             reason=reason, guidance=guidance, shift=shift, lora=lora,
                             stages=stage_fields(init_image, denoise, denoise_steps, mask, mask_blur, inpaint_area,
-                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler),
+                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler)
+                            | refiner_fields(refiner, refiner_switch),
                             controls=control_requests(controlnet, control_image, control_strength, control_start,
                                                       control_end))
     t0 = time.perf_counter()

@@ -67,13 +67,19 @@ ControlImageOpt = Annotated[Optional[list[Path]], typer.Option("--control-image"
                             "conditioning image, already preprocessed (edges, depth, pose...)", rich_help_panel=_CN)]
 ControlStrengthOpt = Annotated[Optional[list[float]], typer.Option("--control-strength", metavar="S", help="its "
                                "strength (default: the recipe's for it, else 1.0)", rich_help_panel=_CN)]
-ControlStartOpt = Annotated[Optional[list[float]], typer.Option("--control-start", help="fraction of the steps "
+ControlStartOpt = Annotated[Optional[list[float]], typer.Option("--control-start", metavar="F", help="fraction of the steps "
                             "where it starts acting (default 0)", rich_help_panel=_CN)]
-ControlEndOpt = Annotated[Optional[list[float]], typer.Option("--control-end", help="fraction of the steps where "
+ControlEndOpt = Annotated[Optional[list[float]], typer.Option("--control-end", metavar="F", help="fraction of the steps where "
                           "it stops (default 1)", rich_help_panel=_CN)]
 OverrideOpt = Annotated[Optional[list[str]], typer.Option("--override", help="accept a deviation from the recipe "
                         "for this field (repeatable): sampler, schedule, steps, cfg, vae, clip_skip, size, guidance, "
-                        "shift, lora, control, hires")]
+                        "shift, lora, control, hires, refiner")]
+RefinerOpt = Annotated[Optional[str], typer.Option(metavar="MODEL", help="SDXL refiner (a file, diffusers folder or "
+                       "store id) that finishes the image; 'none': without the recipe's refiner",
+                       rich_help_panel="SDXL refiner")]
+RefinerSwitchOpt = Annotated[Optional[float], typer.Option("--refiner-switch", metavar="F", help="fraction of the "
+                             "steps the base model runs before the refiner takes over (default: the recipe's, else "
+                             "0.8; diffusers' denoising_end rule)", rich_help_panel="SDXL refiner")]
 ReasonOpt = Annotated[Optional[str], typer.Option(help="why you override (kept in the plan and the audit log)")]
 ModeOpt = Annotated[str, typer.Option(help="strict: no deviations; guarded: deviations only as --override; "
                                       "permissive: deviations warned and logged")]
@@ -228,6 +234,12 @@ def print_plan(plan, log_path) -> None:
     for c in plan.controls:
         rows.append((f"controlnet {c.name}", f"strength {c.strength:g}, steps {c.start:g}..{c.end:g} of the pass, "
                      f"image {c.image.width}x{c.image.height} ({c.image.sha256[:12]}), hash {c.file_sha256[:10]}"))
+    if plan.refiner is not None:
+        ref = plan.refiner
+        rows.append(("refiner", f"{ref.model.name} ({ref.model.architecture}, weights "
+                     f"{(ref.model.weights_sha256 or '?')[:12]}): the last {len(plan.sigmas) - 1 - ref.switch_index} of "
+                     f"{len(plan.sigmas) - 1} steps (switch at {ref.switch:g}; aesthetic score {ref.aesthetic_score:g}/"
+                     f"{ref.negative_aesthetic_score:g})"))
     for o in plan.overrides:
         rows.append((f"override {o.field}", f"{o.recipe_value} -> {o.requested_value} ({o.reason or 'no reason'})"))
     if log_path:
@@ -291,6 +303,11 @@ def control_requests(controlnet: list[Path] | None, image: list[Path] | None, st
     return out
 
 
+def refiner_fields(refiner: str | None, refiner_switch: float | None) -> dict:
+    """The SDXL refiner flags as Request fields (``iga plan`` and ``iga generate`` share them)."""
+    return {"refiner": refiner, "refiner_switch": refiner_switch}
+
+
 def stage_fields(init_image: Path | None, denoise: float | None, denoise_steps: str | None, mask: Path | None,
                  mask_blur: int | None, inpaint_area: str | None, inpaint_padding: int | None, hires: float | None,
                  hires_steps: int | None, hires_denoise: float | None, hires_upscaler: str | None) -> dict:
@@ -318,8 +335,10 @@ def plan_cmd(
     mask: MaskOpt = None, mask_blur: MaskBlurOpt = None, inpaint_area: InpaintAreaOpt = None,
     inpaint_padding: InpaintPaddingOpt = None, hires: HiresOpt = None, hires_steps: HiresStepsOpt = None,
     hires_denoise: HiresDenoiseOpt = None, hires_upscaler: HiresUpscalerOpt = None,
-    controlnet: ControlNetOpt = None, control_image: ControlImageOpt = None, control_strength: ControlStrengthOpt = None,
-    control_start: ControlStartOpt = None, control_end: ControlEndOpt = None,
+    refiner: RefinerOpt = None, refiner_switch: RefinerSwitchOpt = None,
+    controlnet: ControlNetOpt = None, control_image: ControlImageOpt = None,
+    control_strength: ControlStrengthOpt = None, control_start: ControlStartOpt = None,
+    control_end: ControlEndOpt = None,
 ) -> None:
     """Resolve settings against the model's recipe and print the plan and every finding, without generating.
 
@@ -338,7 +357,8 @@ def plan_cmd(
                             prediction_type=prediction_type, negative=negative, batch=batch, override=override,
                             reason=reason, guidance=guidance, shift=shift, lora=lora,
                             stages=stage_fields(init_image, denoise, denoise_steps, mask, mask_blur, inpaint_area,
-                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler),
+                                                inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler)
+                            | refiner_fields(refiner, refiner_switch),
                             controls=control_requests(controlnet, control_image, control_strength, control_start,
                                                       control_end))
     source, plan, log = resolve_for_cli(model, request, mode, as_json=as_json, action="plan",

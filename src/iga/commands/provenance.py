@@ -32,12 +32,29 @@ def _hires_text(report) -> str | None:
     return ", ".join(p for p in parts if p)
 
 
+def _refiner_text(report) -> str | None:
+    """The SDXL refiner as A1111 writes it, with the switch: "name [hash], switch at 0.8"."""
+    if report.get("refiner") is None:
+        return None
+    name = f"{report['refiner']} [{report['refiner_hash']}]" if report.get("refiner_hash") else report["refiner"]
+    switch = report.get("refiner_switch")
+    return name + (f", switch at {switch:g}" if switch is not None else "")
+
+
 def _loras_text(loras) -> str | None:
     """name (hash) x weight, ...: the weight only where the source records it (A1111 keeps it in the prompt)."""
     if not loras:
         return None
     return ", ".join(f"{u.get('name')} ({u.get('hash')})" + (f" x {u['weight']:g}" if u.get("weight") is not None
                                                              else "") for u in loras)
+
+
+def _controls_text(controls) -> str | None:
+    """model x weight (steps start..end), ...: a ControlNet unit per entry."""
+    if not controls:
+        return None
+    return ", ".join(f"{u.get('model')} x {u.get('weight')} (steps {u.get('start')}..{u.get('end')})"
+                     for u in controls)
 
 
 def show_command(
@@ -55,7 +72,9 @@ def show_command(
       schema, path, source (iga|a1111|fooocus|swarmui|comfyui|invokeai|none), format (png|jpeg|webp), prompt,
       negative_prompt, seed, steps, cfg, sampler, schedule, width, height, model_name, model_hash,
       clip_skip, denoise, guidance (distilled), shift (flow), loras ([{name, hash, weight}]: A1111's
-      'Lora hashes', weights from iga plans only), image_width, image_height, plan (the full iga plan,
+      'Lora hashes', weights from iga plans only), controls ([{module, model, weight, start, end}]: ControlNet
+      units, sd-webui-controlnet's 'ControlNet N' in A1111 infotext), refiner, refiner_hash, refiner_switch (the
+      SDXL refiner: A1111's 'Refiner: name [hash]' and 'Refiner switch at'), image_width, image_height, plan (the full iga plan,
       or null), raw (the metadata texts as found), warnings (list of strings), c2pa (the C2PA manifest summary, or null when there is
       none or the c2pa extra is not installed: state Trusted|Valid|Invalid, valid, trusted, status, failures,
       title, label, claim_generator, signer, actions, iga (the org.iga.provenance assertion), plan_matches)
@@ -151,7 +170,8 @@ def _print_report(report: dict[str, Any]) -> None:
                 ("sampler", report["sampler"]), ("schedule", report["schedule"]), ("size", size_gen),
                 ("model", report["model_name"]), ("model hash", report["model_hash"]),
                 ("clip skip", report["clip_skip"]), ("denoise", report["denoise"]),
-                ("loras", _loras_text(report.get("loras"))), ("hires", _hires_text(report))]
+                ("loras", _loras_text(report.get("loras"))), ("hires", _hires_text(report)),
+                ("controlnets", _controls_text(report.get("controls"))), ("refiner", _refiner_text(report))]
         plan = report.get("plan") or {}
         for key in ("prediction_type", "nfe", "cfg_variant", "cfg_rescale", "eta", "mode", "iga_version"):
             if plan.get(key) not in (None, "", [], {}):

@@ -10,12 +10,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from iga.models.stable_diffusion import DEFAULT_AESTHETIC_SCORE, DEFAULT_NEGATIVE_AESTHETIC_SCORE
+
 PLAN_SCHEMA = "iga.plan/1"
 Mode = Literal["strict", "guarded", "permissive"]
 Severity = Literal["hard", "soft", "info"]
 Outcome = Literal["refused", "overridden", "warned", "applied"]
 OVERRIDABLE = ("sampler", "schedule", "steps", "cfg", "vae", "clip_skip", "size", "guidance", "shift", "lora",
-               "control", "hires")
+               "control", "hires", "refiner")
 DenoiseSteps = Literal["diffusers", "a1111", "comfyui"]
 InpaintArea = Literal["whole", "only_masked"]
 
@@ -83,7 +85,8 @@ class Request(BaseModel):
     hires_upscaler: str | None = Field(None, description="hires fix: latent, latent-nearest, lanczos, ... ")
     loras: list[LoraRequest] = Field(default_factory=list)
     controls: list[ControlRequest] = Field(default_factory=list)
-    refiner: str | None = Field(None, description="SDXL refiner: a model file/folder or store id")
+    refiner: str | None = Field(None, description="SDXL refiner: a model file/folder or store id; 'none': without "
+                                "the recipe's refiner")
     refiner_switch: float | None = Field(None, description="SDXL refiner: fraction of the steps the base model runs")
     overrides: list[str] = Field(default_factory=list, description=f"fields to override: {', '.join(OVERRIDABLE)}")
     reason: str | None = None
@@ -216,9 +219,9 @@ class Refiner(BaseModel):
     model: "ModelIdentity"
     switch: float = Field(description="fraction of the steps the base model runs (A1111 'Refiner switch at')")
     switch_index: int = Field(description="index in the plan's sigmas where the refiner takes over")
-    cfg: float | None = None
-    aesthetic_score: float = 6.0
-    negative_aesthetic_score: float = 2.5
+    cfg: float | None = Field(None, description="the refiner's CFG (None: the plan's)")
+    aesthetic_score: float = DEFAULT_AESTHETIC_SCORE
+    negative_aesthetic_score: float = DEFAULT_NEGATIVE_AESTHETIC_SCORE
 
 
 class Plan(BaseModel):
@@ -328,7 +331,17 @@ class Plan(BaseModel):
             out["controls"] = [ControlRequest(path=path, image=stored_input_path(c.image, "control image"),
                                               strength=c.strength, start=c.start, end=c.end)
                                for (_sha, path), c in zip(control_files(self), self.controls)]
+        out.update(self._refiner_fields())
         return out
+
+    def _refiner_fields(self) -> dict[str, Any]:
+        """The refiner found again by its weights hash (ValueError when it is not here); a plan without one asks for
+        none, so that a recipe's refiner is not added on replay."""
+        if self.refiner is None:
+            return {"refiner": "none"}
+        from iga.store.used import refiner_model
+
+        return {"refiner": refiner_model(self), "refiner_switch": self.refiner.switch}
 
     def for_image(self, k: int) -> "Plan":
         """The plan of image k of the batch alone (its own seed), as stored in that image."""

@@ -26,6 +26,7 @@ from iga.recipe.schema import PREDICTION_ALIASES, Preset, Recipe, parse_size
 from .defaults import architecture_default_recipe, default_training_schedule, has_component
 from .img2img import (DEFAULT_DENOISE, DEFAULT_HIRES_DENOISE, DEFAULT_INPAINT_PADDING, DEFAULT_MASK_BLUR, Inputs,
                       grid_and_start, hires_size, init_size, read_inputs)
+from .refiner import refiner_stage
 from .plan import (OVERRIDABLE, ControlUse, Hires, Img2Img, Finding, LoraUse, Mode, ModelIdentity, OverrideRecord,
                    Plan, Request, VaeIdentity)
 
@@ -181,6 +182,7 @@ def resolve(
     sigmas, nfe, img2img = _partial_pass(r, train, s, options, model, inputs, sigmas, nfe)
     hires = _hires(r, train, s, options, arch, width, height)
     controls = _controls(r, model, model_path)
+    refiner, nfe = refiner_stage(r, model, train, s.sampler, sigmas, nfe, inputs, (hires, controls))
     _note_unused_overrides(r)
     if r.refused():
         raise GuardRefused(r.findings)
@@ -193,7 +195,7 @@ def resolve(
         schedule_params=dict(recipe.scheduler.params) if s.schedule == recipe.scheduler.name else {},
         steps=s.steps, sigmas=sigmas, nfe=nfe, cfg=float(s.cfg), cfg_variant=cfg_variant, cfg_rescale=cfg_rescale,
         width=width, height=height, clip_skip=clip_skip, vae=vae, img2img=img2img, hires=hires,
-        loras=loras, controls=controls, findings=r.findings, overrides=r.overrides,
+        loras=loras, controls=controls, refiner=refiner, findings=r.findings, overrides=r.overrides,
     )
     return plan, r.findings
 
@@ -308,6 +310,7 @@ def _controls(r: _Resolver, model: ModelIdentity, model_path: str | None) -> lis
     """Each ControlNet read and checked against the base model's UNet (a misfit is a fact: hard in every mode), its
     conditioning image opened, its strength and window decided. A missing or unreadable adapter, image, strength
     or window is bad input (ValueError: CLI exit 2), not a setting for the recipe to judge."""
+    from iga.guard.images import open_input_image
     from iga.models.control import base_unet_shape, fit_problem
 
     uses = []
@@ -320,8 +323,6 @@ def _controls(r: _Resolver, model: ModelIdentity, model_path: str | None) -> lis
             r.hard("control", f"ControlNet {info.name!r}: {problem}", model.architecture, info.name,
                    f"use a ControlNet made for this model ({model.architecture})")
             continue
-        from iga.guard.images import open_input_image
-
         image, _ = open_input_image(cr.image, "control image")
         if not 0.0 <= cr.start < cr.end <= 1.0:
             raise ValueError(f"ControlNet {info.name!r}: its window start {cr.start:g} .. end {cr.end:g} cannot work; "

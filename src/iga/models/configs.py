@@ -105,8 +105,10 @@ def _count(keys: Any, pattern: str) -> int:
 
 
 def infer_unet_config(sd: "dict[str, torch.Tensor]", base: dict[str, Any], rule: dict[str, int],
-                      overrides: dict[str, Any] | None = None, pooled_dim: int | None = None) -> dict[str, Any]:
-    """A ``UNet2DConditionModel`` config for diffusers-keyed UNet weights ``sd``."""
+                      overrides: dict[str, Any] | None = None, pooled_dim: int | None = None,
+                      time_ids: int = 6) -> dict[str, Any]:
+    """A ``UNet2DConditionModel`` config for diffusers-keyed UNet weights ``sd`` (``time_ids``: how many size
+    conditioning values the added embedding takes: 6 for SDXL base, 5 for the refiner)."""
     layout = UNetLayout.from_diffusers(sd)
     n, L = layout.levels, layout.layers
     boc = [_shape(sd, f"down_blocks.{i}.resnets.0.conv1.weight", "UNet")[0] for i in range(n)]
@@ -118,6 +120,10 @@ def infer_unet_config(sd: "dict[str, torch.Tensor]", base: dict[str, Any], rule:
     for i in range(n):
         depth.append(_count(sd, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.")
                      if layout.down_attn[i] else 1)
+    if layout.mid_attn and not layout.down_attn[-1]:
+        # a last level without attention (the SDXL refiner's) has no depth of its own: the mid block's is the one
+        # diffusers reads from transformer_layers_per_block[-1]
+        depth[-1] = _count(sd, r"mid_block\.attentions\.0\.transformer_blocks\.(\d+)\.")
     cfg = {k: v for k, v in base.items() if not k.startswith("_")}
     cfg.update(
         in_channels=_shape(sd, "conv_in.weight", "UNet")[1],
@@ -131,8 +137,8 @@ def infer_unet_config(sd: "dict[str, torch.Tensor]", base: dict[str, Any], rule:
         use_linear_projection=sd[proj_in].ndim == 2,
         transformer_layers_per_block=depth[0] if len(set(depth)) == 1 else depth,
     )
-    up_depth = [_count(sd, rf"up_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.") if a else 1
-                for i, a in enumerate(layout.up_attn)]
+    up_depth = [_count(sd, rf"up_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.") if a else d
+                for i, (a, d) in enumerate(zip(layout.up_attn, depth[::-1]))]  # no attention: nothing to count
     if up_depth != depth[::-1]:
         cfg["reverse_transformer_layers_per_block"] = [[d] * (L + 1) for d in up_depth]
     if layout.mid_attn:
@@ -149,9 +155,9 @@ def infer_unet_config(sd: "dict[str, torch.Tensor]", base: dict[str, Any], rule:
         cfg["projection_class_embeddings_input_dim"] = proj
         if not (same_widths and proj == base.get("projection_class_embeddings_input_dim")) and \
                 "addition_time_embed_dim" not in (overrides or {}):
-            if pooled_dim is None or (proj - pooled_dim) % 6:
+            if pooled_dim is None or (proj - pooled_dim) % time_ids:
                 raise ConfigError(f"cannot infer the size-embedding width from add_embedding input {proj}")
-            cfg["addition_time_embed_dim"] = (proj - pooled_dim) // 6
+            cfg["addition_time_embed_dim"] = (proj - pooled_dim) // time_ids
     else:
         for k in ("addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim",
                   "addition_embed_type_num_heads"):

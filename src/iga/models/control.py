@@ -19,11 +19,11 @@ of a call is found from its timestep in the pass's sigma list: a call at sigma_i
 sigma_{i+1}, belongs to step i. Single-call samplers (Euler, DPM++ 2M, ...) thus match diffusers exactly.
 Multi-call samplers evaluate at intermediate sigmas (Heun, DPM++ 2S, ...): each call takes the decision of the
 step it falls in, and a call exactly at the next grid sigma (Heun's correction) that of the next step.
+A hires-fix pass counts its own steps, with the conditioning image resized to its size (``iga.stages.controls_at``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,7 @@ class UnetShape:
         for label, a, b in (("cross-attention width", self.cross_attention, other.cross_attention),
                             ("added-conditioning input", self.added_input, other.added_input),
                             ("first block width", self.width, other.width)):
+            # an unmeasured width says nothing; a missing added input means the network has none
             if a != b and (a is not None and b is not None or label == "added-conditioning input"):
                 out.append(f"{label} {a if a is not None else 'none'} vs {b if b is not None else 'none'}")
         return out
@@ -127,8 +128,9 @@ def read_control(path: str | os.PathLike[str]) -> ControlInfo:
         raise ControlError(f"ControlNet {weights}: {config_path} is not a diffusers ControlNetModel config "
                            f"(_class_name {config.get('_class_name')!r}); only ControlNetModel is supported")
     shape = unet_shape(header, "")
+    blocks = config.get("block_out_channels")
     if shape.cross_attention != config.get("cross_attention_dim") or \
-            shape.width != (config.get("block_out_channels") or [None])[0]:
+            shape.width != (blocks[0] if isinstance(blocks, list) and blocks else None):
         raise ControlError(f"ControlNet {weights}: {config_path.name} does not describe these tensors (cross-attention "
                            f"{config.get('cross_attention_dim')} vs {shape.cross_attention}); use its own config")
     in_folder = weights.name in WEIGHT_NAMES
@@ -184,7 +186,10 @@ def fit_problem(info: ControlInfo, architecture: str, base: UnetShape | None) ->
 
 
 def load_controlnet(path: str | os.PathLike[str], device: Any, dtype: Any) -> Any:
-    """The diffusers ControlNetModel of a file accepted by ``read_control`` (safetensors: no code runs)."""
+    """The diffusers ControlNetModel of a file accepted by ``read_control`` (safetensors: no code runs). The
+    network is built without memory (meta device) and takes the file's tensors, so a config that asks for more
+    than the file holds fails on the mismatch instead of allocating it."""
+    import torch
     from diffusers import ControlNetModel
     from safetensors.torch import load_file
 
@@ -193,12 +198,15 @@ def load_controlnet(path: str | os.PathLike[str], device: Any, dtype: Any) -> An
     weights, config_path = weights_and_config(path)
     config = {k: v for k, v in _read_config(config_path).items() if not k.startswith("_")}
     try:
-        net = ControlNetModel.from_config(config)
-        net.load_state_dict(load_file(str(weights)), strict=True)
+        with torch.device("meta"):
+            net = ControlNetModel.from_config(config)
+        net.load_state_dict(load_file(str(weights)), strict=True, assign=True)
     except (RuntimeError, TypeError, ValueError) as e:
         raise ControlError(f"ControlNet {weights}: its tensors do not match its config.json "
                            f"({str(e).splitlines()[0][:200]})") from None
-    return net.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if net.dtype != dtype:  # only when it differs: diffusers warns on every dtype cast
+        net = net.to(dtype=dtype)
+    return net.to(device=device).eval().requires_grad_(False)
 
 
 def check_fits_backend(net: Any, backend: Any, name: str) -> None:

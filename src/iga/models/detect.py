@@ -2,8 +2,9 @@
 
 Works on the tensor names and shapes of the safetensors header (no tensor data is read). The rules:
 - ``conditioner.embedders.1.model.*`` (OpenCLIP bigG) + ``label_emb`` in the UNet -> SDXL base;
+- ``conditioner.embedders.0.model.*`` (OpenCLIP bigG alone) + ``label_emb`` -> the SDXL refiner;
 - ``cond_stage_model.model.*`` (OpenCLIP ViT-H) -> SD2; ``cond_stage_model.transformer.*`` (CLIP-L) -> SD1;
-- anything else (UNet-only files, LoRAs, SDXL refiner, SD3/Flux, diffusers-keyed single files) is refused
+- anything else (UNet-only files, LoRAs, SD3/Flux, diffusers-keyed single files) is refused
   with a message that says what the file looks like.
 
 Prediction type: the strongest of the hints ``iga.checkpoint`` reads (the caller's explicit ``prediction_type=``
@@ -32,8 +33,8 @@ class UnsupportedCheckpoint(ValueError):
 class Detection:
     """What the header says about a single-file checkpoint."""
 
-    architecture: str  # "sd1" | "sd2" | "sdxl"
-    family: str  # config folder: "sd1" | "sd2" | "sd2-v" | "sdxl"
+    architecture: str  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner"
+    family: str  # config folder: "sd1" | "sd2" | "sd2-v" | "sdxl" | "sdxl_refiner"
     prediction_type: str  # "eps" | "v"
     prediction_source: str  # human-readable: which marker decided
     zero_terminal_snr: bool
@@ -44,7 +45,7 @@ def _any(keys: Iterable[str], prefix: str) -> bool:
 
 
 def ldm_architecture(keys: list[str], shape: Callable[[str], tuple[int, ...]]) -> str:
-    """Return "sd1" | "sd2" | "sdxl" for an LDM-layout checkpoint, or raise ``UnsupportedCheckpoint``."""
+    """Return "sd1" | "sd2" | "sdxl" | "sdxl_refiner" for an LDM-layout checkpoint, or raise ``UnsupportedCheckpoint``."""
     if _any(keys, "lora_unet_") or _any(keys, "lora_te") or any(".lora_" in k or "lora_A" in k for k in keys[:2000]):
         raise UnsupportedCheckpoint("this file is a LoRA/adapter, not a full checkpoint; load a base model instead")
     if not _any(keys, UNET_PREFIX):
@@ -69,7 +70,10 @@ def ldm_architecture(keys: list[str], shape: Callable[[str], tuple[int, ...]]) -
             raise UnsupportedCheckpoint("SDXL checkpoint without its CLIP-L text encoder (embedders.0)")
         return "sdxl"
     if _any(keys, "conditioner.embedders.0.model."):
-        raise UnsupportedCheckpoint("this looks like the SDXL refiner (OpenCLIP bigG only); only SDXL base is supported")
+        if _any(keys, UNET_PREFIX + "label_emb."):
+            return "sdxl_refiner"
+        raise UnsupportedCheckpoint("this looks like the SDXL refiner (OpenCLIP bigG only) but its UNet lacks the "
+                                    "size/aesthetic-score embedding (label_emb): the file is incomplete")
     if _any(keys, SD2_TEXT_PREFIX):
         return "sd2"
     if _any(keys, SD1_TEXT_PREFIX):

@@ -319,7 +319,7 @@ def _detect(p: Path, header: _Header) -> Detection:
         info = detect_architecture(p)
     except (CheckpointError, OSError, ValueError):  # safetensors already read the header; keep our answer
         return mine
-    if info.architecture in ("sd1", "sd2", "sdxl") and info.architecture != mine.architecture:
+    if info.architecture in ("sd1", "sd2", "sdxl", "sdxl_refiner") and info.architecture != mine.architecture:
         raise UnsupportedCheckpoint(
             f"the UNet looks like {info.architecture} but the text encoder layout like {mine.architecture} "
             f"({'; '.join(info.conflicts) or 'conflicting evidence'}); the file is a broken merge or mislabelled")
@@ -354,7 +354,7 @@ def _load_single_file(p: Path, vae_path: Path | None, device: "torch.device", dt
     sources: dict[str, Any] = {}
     pooled_dim = None
     for i, spec in enumerate(fam["text"]):
-        name = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
+        name = spec.get("folder") or ("text_encoder" if i == 0 else f"text_encoder_{i + 1}")
         raw = header.tensors(spec["ldm_prefix"], dtype)
         try:
             if spec["kind"] == "clip":
@@ -383,7 +383,7 @@ def _load_single_file(p: Path, vae_path: Path | None, device: "torch.device", dt
         unet_sd, ign = unet_from_ldm(header.tensors(UNET_PREFIX, dtype))
         ignored += [UNET_PREFIX + k for k in ign]
         unet_cfg = infer_unet_config(unet_sd, fam["unet"], fam["family"]["unet_attention_heads_rule"],
-                                     overrides.get("unet"), pooled_dim)
+                                     overrides.get("unet"), pooled_dim, fam["family"].get("time_ids", 6))
     except (ConversionError, ConfigError) as exc:
         raise ModelLoadError(f"{str(p)!r}, UNet: {exc}") from exc
     with _empty_init():
@@ -435,7 +435,7 @@ def _load_single_file(p: Path, vae_path: Path | None, device: "torch.device", dt
         "dtype": str(dtype).removeprefix("torch."),
         "vae_dtype": str(vdt).removeprefix("torch."),
     }
-    return StableDiffusionBackend(
+    return (SDXLRefinerBackend if found.architecture == "sdxl_refiner" else StableDiffusionBackend)(
         architecture=found.architecture,
         prediction_type=pred,
         training_schedule=_training_schedule(fam["scheduler"], found.zero_terminal_snr),

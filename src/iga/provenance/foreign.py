@@ -18,7 +18,7 @@ from iga.provenance.labels import resolve_invokeai_scheduler, resolve_sampler_la
 MAX_DEPTH = 32
 FIELDS = ("prompt", "negative_prompt", "seed", "steps", "cfg", "sampler", "schedule", "width", "height",
           "model_name", "model_hash", "clip_skip", "denoise", "guidance", "shift", "loras", "hires_scale", "hires_steps",
-          "hires_upscaler")
+          "hires_upscaler", "controls", "refiner", "refiner_hash", "refiner_switch")
 _SAMPLER_NODES = ("KSampler", "KSamplerAdvanced")
 _CONTROL_AFTER_GENERATE = {"fixed", "increment", "decrement", "randomize"}
 

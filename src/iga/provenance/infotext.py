@@ -139,7 +139,70 @@ def parse_lora_hashes(value: str | None) -> list[dict[str, str]]:
     return out
 
 
+_CONTROL_KEY = re.compile(r"^ControlNet (\d+)$")
+_CONTROL_FIELDS = {"Module": "module", "Model": "model", "Weight": "weight", "Guidance Start": "start",
+                   "Guidance End": "end"}
+
+
+def control_units(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The plan's ControlNets as sd-webui-controlnet writes its units: ``ControlNet 0: "Module: none, Model: name
+    [8 hex of the file's SHA-256], Weight: 1.0, Resize Mode: Just Resize, Guidance Start: 0.0, Guidance End: 1.0,
+    Control Mode: Balanced"``. Module "none": iga takes the conditioning image already preprocessed; "Just
+    Resize": it is resized to the image size without cropping; "Balanced": the adapter acts on both CFG halves.
+    The extension's other unit fields (processor resolution, thresholds, pixel perfect) have no iga meaning and
+    are left out."""
+    out = []
+    for k, u in enumerate(c for c in plan.get("controls") or () if isinstance(c, Mapping)):
+        name = str(u.get("name", "")).replace(",", "").replace(":", "")
+        out.append((f"ControlNet {k}", f"Module: none, Model: {name} [{str(u.get('file_sha256') or '')[:8]}], "
+                    f"Weight: {_py_float(u.get('strength'))}, Resize Mode: Just Resize, Guidance Start: "
+                    f"{_py_float(u.get('start'))}, Guidance End: {_py_float(u.get('end'))}, Control Mode: Balanced"))
+    return out
+
+
+def _py_float(value: Any) -> str:
+    """A number as the extension prints it (Python's float repr: 1.0, 0.75)."""
+    return str(float(value)) if isinstance(value, (int, float)) else str(value)
+
+
+def parse_control_units(params: Mapping[str, str]) -> list[dict[str, Any]] | None:
+    """sd-webui-controlnet's ``ControlNet N`` units as [{module, model, weight, start, end}] (None: there are none)."""
+    units = sorted((int(m.group(1)), v) for k, v in params.items() if (m := _CONTROL_KEY.match(k)))
+    out = []
+    for _k, value in units:
+        unit: dict[str, Any] = dict.fromkeys(_CONTROL_FIELDS.values())
+        for part in value.split(", "):
+            key, sep, val = part.partition(": ")
+            if sep and key.strip() in _CONTROL_FIELDS:
+                field = _CONTROL_FIELDS[key.strip()]
+                try:
+                    unit[field] = float(val) if field in ("weight", "start", "end") else val.strip()
+                except ValueError:
+                    unit[field] = val.strip()
+        out.append(unit)
+    return out or None
+
+
 _INPAINT_AREAS = {"whole": "Whole picture", "only_masked": "Only masked"}  # A1111's labels
+_REFINER = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]$")  # "name [hash]", A1111's checkpoint title
+
+
+def _refiner_params(plan: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A1111's ``Refiner: name [AutoV2 hash]`` (the name alone when the refiner is a folder, which has no file hash)
+    and ``Refiner switch at``."""
+    ref = plan.get("refiner") if isinstance(plan.get("refiner"), Mapping) else {}
+    model = ref.get("model") if isinstance(ref.get("model"), Mapping) else {}
+    name, digest = model.get("name"), short_hash(model)
+    return [("Refiner", f"{name} [{digest}]" if name and digest else name),
+            ("Refiner switch at", ref.get("switch"))]
+
+
+def _parse_refiner(params: dict[str, str], warnings: list[str]) -> dict[str, Any]:
+    """``Refiner`` back into a name and a hash (None when absent), and the switch."""
+    text = params.get("Refiner")
+    found = _REFINER.match(text.strip()) if text else None
+    return {"refiner": found.group("name") if found else text, "refiner_hash": found.group("hash") if found else None,
+            "refiner_switch": _to_float(params, "Refiner switch at", warnings)}
 
 
 def _stage_params(plan: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -203,11 +266,13 @@ def infotext_params(plan: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("VAE hash", short_hash(vae) if vae_label else None),
         ("VAE", vae_label),
         *_stage_params(plan),
+        *_refiner_params(plan),
         ("Clip skip", clip_skip if isinstance(clip_skip, int) and clip_skip > 1 else None),
         ("Distilled CFG Scale", plan.get("guidance")),  # Forge's name for Flux's distilled guidance
         ("Shift", _flow_shift(plan)),
         ("RNG", plan.get("rng") or "CPU"),
         ("Lora hashes", lora_hashes(plan)),
+        *control_units(plan),
         # iga extras, only when they say something
         ("Schedule rho", _schedule_rho(plan)),
         ("Eta", plan.get("eta")),
@@ -286,7 +351,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     steps, cfg, seed, width, height, sampler / schedule (canonical names when known, else as written),
     sampler_label / schedule_label (as written), model, model_hash, vae, vae_hash, clip_skip, denoise, guidance
     (Forge's Distilled CFG Scale), shift, mask_blur, inpaint_area, inpaint_padding, hires_scale, hires_steps,
-    hires_upscaler, loras ([{name, hash}] from 'Lora hashes'), rng,
+    hires_upscaler, loras ([{name, hash}] from 'Lora hashes'), controls (sd-webui-controlnet units), rng,
     version, warnings.
     """
     warnings: list[str] = []
@@ -362,9 +427,11 @@ def parse_infotext(text: str) -> dict[str, Any]:
         "vae_hash": params.get("VAE hash"),
         "clip_skip": _to_int(params, "Clip skip", warnings),
         **_parse_stage_params(params, warnings),
+        **_parse_refiner(params, warnings),
         "guidance": _to_float(params, "Distilled CFG Scale", warnings),  # Forge (Flux)
         "shift": _to_float(params, "Shift", warnings),
         "loras": parse_lora_hashes(params.get("Lora hashes")) or None,
+        "controls": parse_control_units(params),
         "rng": params.get("RNG"),
         "version": params.get("Version"),
         "warnings": warnings,

@@ -80,6 +80,10 @@ class Provenance:
     hires_scale: float | None = None  # hires fix (A1111's Hires upscale / steps / upscaler)
     hires_steps: int | None = None
     hires_upscaler: str | None = None
+    controls: list[dict[str, Any]] | None = None  # ControlNets: [{module, model ("name [8 hex]"), weight, start, end}]
+    refiner: str | None = None  # SDXL refiner (A1111's "Refiner: name [hash]", "Refiner switch at")
+    refiner_hash: str | None = None
+    refiner_switch: float | None = None
     image_width: int | None = None
     image_height: int | None = None
     plan: dict[str, Any] | None = None
@@ -113,6 +117,12 @@ def fields_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
         out["hires_scale"] = as_float(hires.get("scale"), "plan hires.scale", w)
         out["hires_steps"] = as_int(hires.get("steps"), "plan hires.steps", w)
         out["hires_upscaler"] = as_str(hires.get("upscaler"), "plan hires.upscaler", w)
+    refiner = plan.get("refiner")
+    if isinstance(refiner, Mapping):
+        model = refiner.get("model") if isinstance(refiner.get("model"), Mapping) else {}
+        out["refiner"] = as_str(model.get("name"), "plan refiner.model.name", w)
+        out["refiner_hash"] = as_str(short_hash(model), "plan refiner hash", w)
+        out["refiner_switch"] = as_float(refiner.get("switch"), "plan refiner.switch", w)
     out["guidance"] = as_float(plan.get("guidance"), "plan guidance", w)
     ts = plan.get("training_schedule")
     if isinstance(ts, Mapping) and ts.get("kind") == "flow":
@@ -123,6 +133,14 @@ def fields_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
                          "hash": as_str(str(u.get("addnet_sha256") or "")[:12], "plan lora hash", w),
                          "weight": as_float(u.get("weight"), "plan lora weight", w)}
                         for u in loras if isinstance(u, Mapping)]
+    controls = plan.get("controls")
+    if isinstance(controls, list) and controls:
+        out["controls"] = [{"module": "none", "model": f"{as_str(u.get('name'), 'plan control name', w)} "
+                            f"[{str(u.get('file_sha256') or '')[:8]}]",
+                            "weight": as_float(u.get("strength"), "plan control strength", w),
+                            "start": as_float(u.get("start"), "plan control start", w),
+                            "end": as_float(u.get("end"), "plan control end", w)}
+                           for u in controls if isinstance(u, Mapping)]
     model = plan.get("model")
     if isinstance(model, Mapping):
         out["model_name"] = as_str(model.get("name"), "plan model.name", w)

@@ -13,13 +13,20 @@ A field named as an override is always taken literally (also when it equals a cl
 ``iga_literal: true`` (or ``X-IGA-Literal: 1``) takes every field literally. ``iga_mode`` / ``X-IGA-Mode``
 choose strict, guarded or permissive for one request. Every accepted deviation is in the audit log.
 Unknown keys and nulls are ignored, as A1111 does; fields that would change the image in ways iga does not do
-(hires fix, face restoration, tiling, variation seeds, scripts) are refused rather than silently dropped.
+(face restoration, tiling, variation seeds, scripts, a hires pass with its own size, model, sampler or prompt,
+img2img's crop/fill resize modes and latent-noise fills) are refused rather than silently dropped.
+
+**img2img and hires fix.** Their own fields have no recipe value to stand for, so they are taken as A1111 means
+them, its API defaults included (``IMG2IMG_DEFAULTS``: denoising 0.75, mask blur 4, "only masked" with padding
+0, as A1111's API -- not its UI -- defaults them). Steps and denoising choose the sigmas by A1111's rule
+(``iga.guard.img2img``: 20 steps at 0.75 run 16), or ComfyUI's when ``override_settings.img2img_fix_steps`` is
+true, as in A1111. The init image and mask are stored by ``iga.server.uploads``; the init image's size is the
+output size unless width and height are deliberate. Hires fix (txt2img, ``enable_hr``) maps hr_scale,
+hr_upscaler, hr_second_pass_steps (0: the first pass's) and denoising_strength onto the guard's hires fields.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,11 +45,24 @@ CLIENT_DEFAULTS: dict[str, tuple[Any, ...]] = {  # webuiapi 0.9.17 and A1111's o
     "clip_skip": (1,),
     "sd_vae": ("Automatic", "None"),
     "distilled_cfg_scale": (3.5,),  # Forge's default for Flux
+    "inpainting_fill": (0,),  # "fill": A1111's API default; iga starts from the original pixels ("original")
 }
 UNSUPPORTED: dict[str, Any] = {  # field -> the value that means "off"
-    "enable_hr": False, "restore_faces": False, "tiling": False, "subseed_strength": 0,
-    "script_name": None, "init_images": None, "mask": None,
+    "restore_faces": False, "tiling": False, "subseed_strength": 0, "script_name": None,
 }
+IMG2IMG_DEFAULTS: dict[str, Any] = {  # A1111's API model (StableDiffusionProcessingImg2Img), as webuiapi sends it
+    "denoising_strength": 0.75, "mask_blur": 4, "inpaint_full_res": True, "inpaint_full_res_padding": 0,
+    "inpainting_fill": 0, "resize_mode": 0, "inpainting_mask_invert": 0, "initial_noise_multiplier": 1,
+}
+INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+RESIZE_MODES = {0: "just resize", 1: "crop and resize", 2: "resize and fill", 3: "just resize (latent upscale)"}
+HIRES_SAME: dict[str, tuple[Any, ...]] = {  # hires fields iga does not do -> the values that mean "as the first pass"
+    "hr_resize_x": (0,), "hr_resize_y": (0,), "firstphase_width": (0,), "firstphase_height": (0,),
+    "hr_checkpoint_name": ("Use same checkpoint",), "hr_sampler_name": ("Use same sampler",),
+    "hr_scheduler": ("Use same scheduler",), "hr_prompt": (), "hr_negative_prompt": (),
+}
+STAGE_PARAMS = ("Denoising strength", "Mask blur", "Inpaint area", "Masked area padding", "Hires upscale",
+                "Hires steps", "Hires upscaler")  # infotext keys A1111 also lists in extra_generation_params
 OVERRIDE_KEYS = ("iga_overrides", "iga_reason", "iga_mode", "iga_literal")
 
 
@@ -84,15 +104,16 @@ def _number(payload: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def translate(payload: dict[str, Any], headers: Any) -> Translation:
-    """Map a txt2img payload (and the X-IGA-* headers) onto guard Request fields under the default-payload policy."""
+def translate(payload: dict[str, Any], headers: Any, uploads: Any = None) -> Translation:
+    """Map a txt2img payload -- or, given ``uploads`` (``iga.server.uploads.Uploads``), an img2img payload -- and the
+    X-IGA-* headers onto guard Request fields under the default-payload policy."""
     settings = payload.get("override_settings") or {}
     if not isinstance(settings, dict):
         raise ApiError(422, "override_settings must be an object")
     overrides = _override_list(settings.get("iga_overrides")) + _override_list(headers.get("x-iga-override"))
     literal_all = bool(settings.get("iga_literal")) or headers.get("x-iga-literal", "") in ("1", "true", "yes")
     literal = set(CLIENT_DEFAULTS) if literal_all else _literal_fields(overrides)
-    _refuse_unsupported(payload)
+    _refuse_unsupported(payload, img2img=uploads is not None)
     t = Translation(fields={}, model=settings.get("sd_model_checkpoint"),
                     mode=settings.get("iga_mode") or headers.get("x-iga-mode"),
                     save=bool(payload.get("save_images", False)))
@@ -106,6 +127,10 @@ def translate(payload: dict[str, Any], headers: Any) -> Translation:
         if n is not None and n < 1:
             raise ApiError(422, f"{key} {n}: must be 1 or more")
     t.fields["batch"] = (counts[0] or 1) * (counts[1] or 1)
+    if uploads is None:
+        _hires(payload, t)
+    else:
+        _img2img(payload, settings, literal, uploads, t)
     return t
 
 
@@ -117,15 +142,106 @@ def _literal_fields(overrides: list[str]) -> set[str]:
     return {k for o in overrides for k in keys.get(o, ())}
 
 
-def _refuse_unsupported(payload: dict[str, Any]) -> None:
+def _refuse_unsupported(payload: dict[str, Any], *, img2img: bool) -> None:
+    if not img2img and any(payload.get(k) not in (None, [], "") for k in ("init_images", "mask")):
+        raise ApiError(422, "init_images and mask belong to /sdapi/v1/img2img; txt2img starts from noise",
+                       kind="unsupported")
     asked = [k for k, off in UNSUPPORTED.items() if payload.get(k) not in (None, off, [], "")]
     scripts = payload.get("alwayson_scripts") or {}
     if isinstance(scripts, dict) and any((v or {}).get("args") for v in scripts.values() if isinstance(v, dict)):
         asked.append("alwayson_scripts")
     if asked:
-        raise ApiError(422, f"{', '.join(asked)}: not supported by iga's A1111 API (hires fix, img2img, face "
-                            f"restoration, tiling, variation seeds and scripts are not available yet); send them "
-                            f"off (false, 0 or null)", kind="unsupported")
+        raise ApiError(422, f"{', '.join(asked)}: not supported by iga's A1111 API (face restoration, tiling, "
+                            f"variation seeds and scripts are not available); send them off (false, 0 or null)",
+                       kind="unsupported")
+
+
+def _flag(payload: dict[str, Any], key: str) -> bool:
+    value = payload.get(key)
+    if value is None:
+        return False
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    raise ApiError(422, f"{key} must be true or false, got {value!r}")
+
+
+def _hires(payload: dict[str, Any], t: Translation) -> None:
+    """txt2img's hires fix (only when enable_hr is true: otherwise its fields are the client's defaults, unused)."""
+    if not _flag(payload, "enable_hr"):
+        return
+    first = {"hr_prompt": "prompt", "hr_negative_prompt": "negative_prompt", "hr_sampler_name": "sampler_name",
+             "hr_scheduler": "scheduler"}  # a second-pass value equal to the first pass's asks for nothing new
+    different = [k for k, same in HIRES_SAME.items() if payload.get(k) not in (None, "", *same)
+                 and not (k in first and payload[k] == payload.get(first[k]))]
+    if different:
+        raise ApiError(422, f"{', '.join(different)}: iga's hires fix scales the first pass (hr_scale) and runs it "
+                            f"again with the same model, sampler, schedule and prompt; a target size, another "
+                            f"checkpoint, sampler, scheduler or prompt for the second pass is not available (send "
+                            f"0, null or \"\")", kind="unsupported")
+    scale = _number(payload, "hr_scale", float)
+    t.fields["hires"] = 2.0 if scale is None else scale  # A1111's default scale
+    upscaler = payload.get("hr_upscaler")
+    if upscaler not in (None, ""):
+        if not isinstance(upscaler, str):
+            raise ApiError(422, f"hr_upscaler must be a name such as \"Latent\", got {upscaler!r}")
+        t.fields["hires_upscaler"] = upscaler
+    steps = _number(payload, "hr_second_pass_steps", int)
+    if steps:  # 0: as many as the first pass
+        t.fields["hires_steps"] = steps
+    t.fields["hires_denoise"] = _number(payload, "denoising_strength", float)
+
+
+def _img2img(payload: dict[str, Any], settings: dict[str, Any], literal: set[str], uploads: Any,
+             t: Translation) -> None:
+    """img2img's own fields: the init image (exactly one), denoising, and when a mask comes, inpainting."""
+    given = {k: payload.get(k) if payload.get(k) is not None else v for k, v in IMG2IMG_DEFAULTS.items()}
+    images = payload.get("init_images")
+    if not isinstance(images, list) or not images:
+        raise ApiError(422, "init_images: send one base64 image to start from (for text to image, use "
+                            "/sdapi/v1/txt2img)")
+    if len(images) > 1:
+        raise ApiError(422, f"init_images has {len(images)} images; iga starts from one per request (send one "
+                            f"request per image)")
+    if _number(given, "resize_mode", int) != 0:
+        raise ApiError(422, _refused_mode("resize_mode", given["resize_mode"], RESIZE_MODES), kind="unsupported")
+    if _number(given, "initial_noise_multiplier", float) != 1:
+        raise ApiError(422, "initial_noise_multiplier: iga noises the init image by the sigma schedule alone; "
+                            "send 1", kind="unsupported")
+    t.fields.update(init_image=uploads.save(images[0], "init_images[0]"),
+                    denoise=_number(given, "denoising_strength", float),
+                    denoise_steps="comfyui" if settings.get("img2img_fix_steps") is True else "a1111")
+    if payload.get("mask") in (None, ""):
+        return
+    fill = _number(given, "inpainting_fill", int)
+    if fill not in (0, 1) or (fill == 0 and "inpainting_fill" in literal):
+        raise ApiError(422, _refused_mode("inpainting_fill", fill, INPAINTING_FILL), kind="unsupported")
+    if fill == 0:
+        t.replaced["inpainting_fill"] = 0
+    mask = uploads.save(payload["mask"], "mask", invert_mask=_flag(given, "inpainting_mask_invert"))
+    t.fields.update(mask=mask, mask_blur=_mask_blur(payload, given),
+                    inpaint_area="only_masked" if _flag(given, "inpaint_full_res") else "whole",
+                    inpaint_padding=_number(given, "inpaint_full_res_padding", int))
+
+
+def _refused_mode(key: str, value: Any, names: dict[int, str]) -> str:
+    what = f"{value} ({names[value]})" if value in names else repr(value)
+    if key == "resize_mode":
+        return (f"resize_mode {what}: iga resizes the init image to the output size (0, just resize); cropping and "
+                f"filling are not available, send 0 (or crop the image first)")
+    return (f"inpainting_fill {what}: iga starts the masked area from the init image's own pixels (1, original); "
+            f"send 1")
+
+
+def _mask_blur(payload: dict[str, Any], given: dict[str, Any]) -> int:
+    """A1111's mask_blur, or mask_blur_x/y when only they are sent (iga blurs both ways alike)."""
+    if payload.get("mask_blur") is None:
+        x, y = _number(payload, "mask_blur_x", int), _number(payload, "mask_blur_y", int)
+        if x is not None and y is not None and x != y:
+            raise ApiError(422, f"mask_blur_x {x} and mask_blur_y {y}: iga blurs the mask alike in both directions; "
+                                f"send mask_blur", kind="unsupported")
+        if x is not None or y is not None:
+            return x if x is not None else y
+    return _number(given, "mask_blur", int)
 
 
 def _knobs(payload: dict[str, Any], settings: dict[str, Any], literal: set[str], t: Translation) -> None:
@@ -166,27 +282,16 @@ def _automatic_schedule(sampler: str | None) -> str | None:
     return embedded or automatic_schedule(name)
 
 
-def decode_image(data: Any) -> bytes:
-    """The bytes of a base64 image as A1111 clients send it (a `data:image/...;base64,` prefix allowed)."""
-    if not isinstance(data, str) or not data:
-        raise ApiError(422, "image must be a base64 string (optionally a data:image/...;base64, URL)")
-    if data.startswith("data:"):
-        data = data.split(",", 1)[-1]
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(422, "image is not valid base64") from None
-
-
 def info_json(job: Any, entry: Any, t: Translation, plan: Any) -> str:
     """A1111's `info` string for a finished job: its keys, plus iga's findings, overrides and policy notes."""
-    from iga.provenance.infotext import image_seed, short_hash
+    from iga.provenance.infotext import image_seed, infotext_params, short_hash
     from iga.provenance.labels import sampler_label, schedule_label
 
     plans = [r.plan for r in job.results]
     seeds = [image_seed(p) for p in plans] or list(plan.seeds)
     vae = plan.vae.model_dump() if plan.vae else None
-    extra = {"Schedule type": schedule_label(plan.schedule), "iga recipe": entry.source.recipe is not None}
+    stages = {k: v for k, v in infotext_params(plan.to_dict()) if k in STAGE_PARAMS and v is not None}
+    extra = {"Schedule type": schedule_label(plan.schedule), **stages, "iga recipe": entry.source.recipe is not None}
     if t.replaced:
         extra["iga client defaults replaced by the recipe"] = ", ".join(sorted(t.replaced))
     n = len(seeds)
@@ -198,10 +303,12 @@ def info_json(job: Any, entry: Any, t: Translation, plan: Any) -> str:
         "scheduler": schedule_label(plan.schedule), "cfg_scale": plan.cfg, "steps": plan.steps, "batch_size": n,
         "restore_faces": False, "face_restoration_model": None, "sd_model_name": plan.model.name,
         "sd_model_hash": short_hash(plan.model.model_dump()), "sd_vae_name": (vae or {}).get("name"),
-        "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": None,
+        "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": stages.get("Denoising strength"),
         "extra_generation_params": extra, "index_of_first_image": 0, "infotexts": [r.infotext for r in job.results],
         "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
-        "clip_skip": plan.clip_skip, "is_using_inpainting_conditioning": False, "version": _version(),
+        "clip_skip": plan.clip_skip, "version": _version(),
+        "is_using_inpainting_conditioning": bool(plan.img2img and plan.img2img.inpaint_method == "model"),
         "iga": {"plans": plans, "findings": [f.model_dump(mode="json") for f in plan.findings],
                 "overrides": [o.model_dump(mode="json") for o in plan.overrides],
                 "client_defaults_replaced": t.replaced, "interrupted": job.status == "cancelled"},

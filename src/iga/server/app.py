@@ -92,6 +92,7 @@ def build_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         yield
         service.queue.stop()
+        service.uploads.close()
 
     app = FastAPI(title="iga serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="A1111-compatible API (/sdapi/v1), iga's own API (/iga/v1) and a preset-first page "

@@ -184,8 +184,10 @@ class Job:
 
     @property
     def total(self) -> int:
-        """Steps of the whole job (every image of the batch)."""
-        return (len(self.plan.sigmas) - 1) * len(self.plan.seeds)
+        """Steps of the whole job (every pass of every image of the batch)."""
+        from iga.generate import steps_run
+
+        return steps_run(self.plan) * len(self.plan.seeds)
 
     @property
     def progress(self) -> float:
@@ -204,22 +206,24 @@ class _Reporter:
     Nobody watching, nothing is decoded: a script that only waits for its images pays nothing for previews."""
 
     def __init__(self, queue: "JobQueue", job: Job, backend: Any, interval: float):
+        from iga.generate import steps_run
+
         self.queue, self.job, self.backend, self.interval = queue, job, backend, interval
-        self.steps = len(job.plan.sigmas) - 1
+        self.steps = len(job.plan.sigmas) - 1  # of the first pass
+        self.per_image = steps_run(job.plan)  # of all passes (a hires fix adds a second)
         self.stream = None
         self.last_preview = 0.0
 
     def __call__(self, info: Any) -> None:
         job = self.job
-        if info.i == 0 and job.step:
-            job.image += 1
-        job.step = job.image * self.steps + info.i + 1
+        job.step += 1  # one call per step, over every pass of every image
+        job.image = (job.step - 1) // self.per_image
         job.sigma = float(info.sigma_next)
         self.queue.emit(job, "step", {"step": job.step, "total": job.total, "sigma": job.sigma, "image": job.image})
         if not job.watched:
             return
         now = time.monotonic()
-        if info.i == 0 or info.i + 1 == self.steps or now - self.last_preview >= self.interval:
+        if info.i == 0 or info.sigma_next <= 0 or now - self.last_preview >= self.interval:
             self.last_preview = now
             if self.stream is None:
                 from iga.diagnostics.preview import PreviewStream

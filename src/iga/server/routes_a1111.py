@@ -33,7 +33,17 @@ router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible"])
 @router.post("/txt2img", summary="text to image (A1111); client defaults stand for the recipe's values")
 async def txt2img(service: Svc, http: HttpRequest):
     payload = await json_object(http)
-    t = a1111.translate(payload, http.headers)
+    return await _generate(service, http, payload, a1111.translate(payload, http.headers))
+
+
+@router.post("/img2img", summary="image to image and inpainting (A1111): one init image, an optional mask")
+async def img2img(service: Svc, http: HttpRequest):
+    payload = await json_object(http)
+    return await _generate(service, http, payload, a1111.translate(payload, http.headers, service.uploads))
+
+
+async def _generate(service: Service, http: HttpRequest, payload: dict[str, Any], t: a1111.Translation):
+    """Plan, queue and wait for one translated A1111 request; answer A1111's shape (images, parameters, info)."""
     entry = service.entry(t.model)
     plan = service.plan(entry, service.request(**t.fields), service.mode(t.mode))
     job, _ = service.submit(entry, plan, save=t.save)
@@ -41,13 +51,8 @@ async def txt2img(service: Svc, http: HttpRequest):
     if job.status == "failed":
         raise ApiError(500, f"generation failed: {job.error}", kind="generation failed")
     images = [base64.b64encode(res.png).decode() for res in job.results]
-    return {"images": images, "parameters": payload, "info": a1111.info_json(job, entry, t, plan)}
-
-
-@router.post("/img2img", summary="not available yet (iga generates text to image only)")
-async def img2img():
-    raise ApiError(501, "img2img is not available in iga yet: it generates text to image only "
-                        "(use /sdapi/v1/txt2img)", kind="not implemented")
+    shown = {**payload, **{k: None for k in ("init_images", "mask") if k in payload}}  # as A1111: no images back
+    return {"images": images, "parameters": shown, "info": a1111.info_json(job, entry, t, plan)}
 
 
 @router.get("/samplers")
@@ -134,7 +139,9 @@ def skip(service: Svc):
 @router.post("/png-info")
 async def png_info(service: Svc, http: HttpRequest):
     body = await json_object(http)
-    return a1111.png_info(a1111.decode_image(body.get("image")))
+    from iga.server.uploads import decode_base64
+
+    return a1111.png_info(decode_base64(body.get("image"), "image"))
 
 
 @router.get("/scripts")

@@ -15,8 +15,10 @@ from iga.server.service import ApiError, Service
 
 REQUEST_FIELDS = ("prompt", "negative_prompt", "preset", "sampler", "schedule", "steps", "cfg", "guidance", "shift",
                   "seed", "size", "clip_skip", "eta", "vae", "cfg_variant", "cfg_rescale", "batch", "overrides",
-                  "reason")
-BODY_KEYS = frozenset(REQUEST_FIELDS) | {"model", "mode"}
+                  "reason", "denoise", "denoise_steps", "mask_blur", "inpaint_area", "inpaint_padding", "hires",
+                  "hires_steps", "hires_denoise", "hires_upscaler")
+UPLOADED = ("init_image", "mask")  # base64 images, stored by iga.server.uploads: never a path
+BODY_KEYS = frozenset(REQUEST_FIELDS) | set(UPLOADED) | {"model", "mode", "loras"}
 MAX_AUDIT_TAIL = 500
 
 
@@ -29,7 +31,37 @@ def _request_from(service: Service, body: dict[str, Any]):
     if fields.get("seed") == -1:
         del fields["seed"]
     entry = service.entry(body.get("model"))
-    return entry, service.request(**fields), service.mode(body.get("mode"))
+    mode = service.mode(body.get("mode"))
+    fields["loras"] = _loras(body.get("loras"))
+    for key in UPLOADED:  # after the model, mode and LoRAs: a request that names none that exists stores nothing
+        if body.get(key) is not None:
+            fields[key] = service.uploads.save(body[key], key)
+    return entry, service.request(**fields), mode
+
+
+def _loras(given: Any) -> list[Any]:
+    """``[{"id": ..., "weight": ...}]``: LoRAs named by their model-store id (or SHA-256), found in the store here;
+    a client never names a file."""
+    from iga.guard.plan import LoraRequest
+    from iga.store import ModelNotFound, StoreConfigError, find
+
+    if given is None:
+        return []
+    if not isinstance(given, list) or not all(isinstance(x, dict) and set(x) <= {"id", "weight"} for x in given):
+        raise ApiError(422, 'loras must be a list of {"id": STORE_ID, "weight": NUMBER} (`iga models` lists ids)')
+    out = []
+    for k, lora in enumerate(given):
+        ident, weight = lora.get("id"), lora.get("weight", 1.0)
+        if not isinstance(ident, str) or not ident or any(c in ident for c in "/\\") or ident.startswith((".", "~")):
+            raise ApiError(422, f"loras[{k}].id must be a model-store id or SHA-256, not a path (got {ident!r})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ApiError(422, f"loras[{k}].weight must be a number, got {weight!r}")
+        try:
+            out.append(LoraRequest(path=find(ident, kind="lora").path, weight=weight))
+        except (ModelNotFound, StoreConfigError) as e:
+            raise ApiError(404 if isinstance(e, ModelNotFound) else 422, f"loras[{k}]: {e}",
+                           kind="model not found") from None
+    return out
 
 
 def _sse(event: Any, *, with_job: bool = False) -> str:

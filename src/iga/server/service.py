@@ -52,6 +52,9 @@ class Service:
         self.gallery = Gallery()
         if config.out_dir is not None and Path(config.out_dir).is_dir():
             self.gallery.load(Path(config.out_dir))  # a restarted server still shows (and replays) what it made
+        from iga.server.uploads import Uploads  # it answers with ApiError, defined here
+
+        self.uploads = Uploads(config.out_dir)
         self.queue = JobQueue(self.pool, capacity=config.queue_size, workers=config.workers,
                               out_dir=config.out_dir, preview_interval=config.preview_interval,
                               events=self.events, gallery=self.gallery)
@@ -87,7 +90,7 @@ class Service:
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
-            raise ApiError(422, f"{where}: {err['msg']} (got {err.get('input')!r})"[:500]) from None
+            raise ApiError(422, self.uploads.scrub(f"{where}: {err['msg']} (got {err.get('input')!r})")[:500]) from None
 
     def plan(self, entry: ModelEntry, request: Request, mode: str) -> Plan:
         """Resolve against the model's recipe (raising the guard's refusal as 422), then apply the server's own
@@ -103,11 +106,12 @@ class Service:
             self.events.emit(None, "refused", {"model": entry.id, "findings": [
                 f.model_dump(mode="json") for f in e.findings if f.outcome == "refused"]})
             raise refusal(e.findings) from None
-        except (KeyError, ValueError) as e:
-            raise ApiError(422, str(e.args[0]) if e.args else str(e)) from None
-        pixels = plan.width * plan.height * len(plan.seeds)
+        except (KeyError, ValueError) as e:  # also an unusable input image (iga.guard.images.InputImageError)
+            raise ApiError(422, self.uploads.scrub(str(e.args[0]) if e.args else str(e))) from None
+        w, h = (plan.hires.width, plan.hires.height) if plan.hires is not None else (plan.width, plan.height)
+        pixels = w * h * len(plan.seeds)
         if pixels > MAX_REQUEST_PIXELS:
-            raise ApiError(413, f"{plan.width}x{plan.height} x {len(plan.seeds)} images is {pixels:,} pixels; this "
+            raise ApiError(413, f"{w}x{h} x {len(plan.seeds)} images is {pixels:,} pixels; this "
                            f"server takes at most {MAX_REQUEST_PIXELS:,} per request", kind="too large")
         if plan.steps > self.config.max_steps:
             raise ApiError(422, f"steps {plan.steps}: this server runs at most {self.config.max_steps} "

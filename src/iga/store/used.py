@@ -144,6 +144,41 @@ def control_files(plan) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def refiner_model(plan) -> str | None:
+    """The refiner a plan's second stage runs on (None without one): a file or diffusers folder with the recorded
+    weights hash, from the recorded path, the models this user has run, or the model store. Raises ValueError when
+    it is not here."""
+    ref = getattr(plan, "refiner", None)
+    if ref is None:
+        return None
+    ident = ref.model
+    known = _read().get(ident.weights_sha256 or "")
+
+    def candidates():  # the store last: looking a hash up there may hash its checkpoints
+        yield ident.path
+        yield known and known["path"]
+        digest = ident.file_sha256 or ident.weights_sha256  # the store knows a file by its bytes' hash
+        yield _in_store(digest, "checkpoint") if digest else None
+
+    for candidate in candidates():
+        if candidate and _is_model_path(Path(candidate)) and _same_model(candidate, ident.weights_sha256):
+            return candidate
+    raise ValueError(f"refiner not found: {ident.name} (weights {str(ident.weights_sha256)[:12]}...); use it once "
+                     "with --refiner PATH, or put it in a models folder (IGA_MODELS; `iga models` lists them)")
+
+
+def _same_model(path: str, weights_sha256: str | None) -> bool:
+    """A file's tensor-data hash or a diffusers folder's weights hash equals ``weights_sha256``."""
+    from iga.checkpoint.hashing import folder_weights_sha256
+
+    if Path(path).is_dir():
+        try:
+            return bool(weights_sha256) and folder_weights_sha256(path)[0] == weights_sha256
+        except (OSError, ValueError):
+            return False
+    return bool(weights_sha256) and _same_weights(path, weights_sha256)
+
+
 def _is_model_path(path: Path) -> bool:
     """A regular file or a folder (never a FIFO, device or socket, which could block or leak)."""
     try:
