@@ -233,7 +233,7 @@ def test_prediction_markers(keys, meta, expected):
     (["lora_unet_down_blocks_0_attentions_0.alpha"], (1,), "LoRA"),
     (["encoder.down.0.block.0.conv1.weight"], (1,), "VAE only"),
     (["down_blocks.0.resnets.0.conv1.weight"], (1,), "diffusers key names"),
-    (["model.diffusion_model.input_blocks.0.0.weight"], (320, 9, 3, 3), "9 input channels"),
+    (["model.diffusion_model.input_blocks.0.0.weight"], (320, 8, 3, 3), "8 input channels"),  # pix2pix
     (["model.diffusion_model.input_blocks.0.0.weight"], (320, 4, 3, 3), "no text encoder"),
     (["model.diffusion_model.input_blocks.0.0.weight", "conditioner.embedders.0.model.ln_final.weight"],
      (320, 4, 3, 3), "refiner"),

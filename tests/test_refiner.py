@@ -20,8 +20,9 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 import iga  # noqa: E402
-from iga.guard import GuardRefused, Plan, Request  # noqa: E402
+from iga.guard import GuardRefused, Plan  # noqa: E402
 from iga.models import clear_cache, testing  # noqa: E402
+from iga.provenance.infotext import format_infotext, parse_infotext  # noqa: E402
 from test_generate_support import PROMPT, cli, cli_json, one_thread  # noqa: E402,F401
 
 STEPS, CFG, SEED, SWITCH = 8, 7.0, 3, 0.8
@@ -128,7 +129,8 @@ def _with_recipe(pair, tmp_path, name: str):
     """A copy of the base folder whose recipe hands over to the store's ``tiny-refiner`` at 0.6."""
     folder = shutil.copytree(pair["base"], tmp_path / name)
     recipe = {"iga_version": "1.4.0", "model_id": name, "architecture": "sdxl", "prediction_type": "eps",
-              "sampler": {"name": "euler"}, "scheduler": {"name": "karras"}, "cfg": {"default": CFG, "min": 1, "max": 9},
+              "sampler": {"name": "euler"}, "scheduler": {"name": "karras"},
+              "cfg": {"default": CFG, "min": 1, "max": 9},
               "steps": {"default": STEPS, "min": 4, "max": 30}, "resolution": {"preferred": ["64x64"]},
               "refiner": {"model_id": "tiny-refiner", "switch": 0.6}}
     (folder / "iga.json").write_text(json.dumps(recipe))
@@ -170,7 +172,6 @@ def test_the_refiner_is_in_the_plan_json_and_the_table(pair):
 
 def test_replay_and_infotext_carry_the_refiner(pair, tmp_path):
     from iga.provenance import read_provenance, save_image
-    from iga.provenance.infotext import format_infotext, parse_infotext
     from iga.replay import stored_plan_problem
 
     [img] = pair["model"].generate(plan=_plan(pair))
@@ -189,10 +190,9 @@ def test_replay_and_infotext_carry_the_refiner(pair, tmp_path):
 
 
 def test_a1111_refiner_fields_are_read():
-    parsed = parse = __import__("iga.provenance.infotext", fromlist=["parse_infotext"]).parse_infotext(
+    parsed = parse_infotext(
         "a cat\nNegative prompt: \nSteps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1, "
         "Size: 1024x1024, Model: sd_xl_base_1.0, Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.8")
-    assert parse is parsed
     assert (parsed["refiner"], parsed["refiner_hash"], parsed["refiner_switch"]) == ("sd_xl_refiner_1.0",
                                                                                    "7440042bbd", 0.8)
 
@@ -202,3 +202,21 @@ def test_a_plan_without_a_refiner_asks_for_none_on_replay(pair):
     assert plan.refiner is None and plan.as_request().refiner == "none"
     again, _ = pair["model"].source.resolve(plan.as_request(), "guarded")
     assert again.refiner is None and again.sigmas == plan.sigmas
+
+
+def test_a_single_file_refiner_loads_like_its_folder(pair, tmp_path):
+    """The LDM layout (``conditioner.embedders.0.model.*`` alone, 5-value ``label_emb``) gives the same network."""
+    from iga.guard.source import describe_model
+    from iga.models.loader import load_backend
+
+    tiny = testing.build_tiny("sdxl_refiner", seed=61, vae=testing.build_tiny("sdxl", seed=60).vae)
+    single = testing.save_single_file(tiny, tmp_path / "tiny-refiner.safetensors")
+    assert describe_model(single).identity.architecture == "sdxl_refiner"
+    a, b = load_backend(single), load_backend(pair["refiner"])
+    (ca, _), (cb, _) = (m.encode_prompt([PROMPT], [""], width=64, height=64) for m in (a, b))
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(ca[k], cb[k]) for k in cb)
+    assert torch.allclose(a.raw_model(x, torch.tensor([500.0]), ca), b.raw_model(x, torch.tensor([500.0]), cb),
+                          atol=1e-4)
+    plan = _plan(pair, refiner=str(single))
+    assert f"Refiner: tiny-refiner [{plan.refiner.model.autov2}]" in format_infotext(plan.to_dict())

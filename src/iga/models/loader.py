@@ -634,8 +634,8 @@ def _check_refiner_unet(p: Path, unet_cfg: dict[str, Any], te_cfg: dict[str, Any
     need = 5 * int(unet_cfg.get("addition_time_embed_dim") or 0) + int(te_cfg.get("projection_dim") or 0)
     have = unet_cfg.get("projection_class_embeddings_input_dim")
     if unet_cfg.get("addition_embed_type") != "text_time" or have != need:
-        raise ModelLoadError(f"{str(p)!r}: an SDXL folder with only text_encoder_2 must be the SDXL refiner, whose UNet "
-                             f"embeds 5 time ids and the pooled text ({need} inputs); this UNet takes {have}")
+        raise ModelLoadError(f"{str(p)!r}: an SDXL folder with only text_encoder_2 must be the SDXL refiner, whose "
+                             f"UNet embeds 5 time ids and the pooled text ({need} inputs); this UNet takes {have}")
 
 
 # ---------------------------------------------------------------- SD3 / Flux diffusers folder
