@@ -314,3 +314,18 @@ def test_loras_over_http_are_named_by_store_id_never_by_path(tmp_path, monkeypat
         assert r.status_code == 422 and '"id"' in r.json()["detail"]
         r = c.post("/iga/v1/plan", json={"prompt": PROMPT, "loras": [{"id": "inkwsh"}]})
         assert r.status_code == 404 and "inkwash" in r.json()["detail"]  # close ids named
+
+
+def test_an_uploaded_init_image_is_found_for_replay_even_when_the_used_files_index_forgot_it(client, tmp_path,
+                                                                                             monkeypatch):
+    import base64
+
+    from PIL import Image
+
+    init = base64.b64encode(_png(Image.new("RGB", (32, 32), (10, 200, 90)))).decode()
+    r = client.post("/iga/v1/generate", json={"prompt": PROMPT, "seed": 5, "init_image": init, "denoise": 0.7})
+    name = wait(client, r.json()["job"])["images"][0]["name"]
+    monkeypatch.setenv("IGA_MODEL_INDEX", str(tmp_path / "fresh-index.json"))  # nothing known any more
+    replay = client.post("/iga/v1/replay", json={"image": name})
+    assert replay.status_code == 202, replay.text
+    assert wait(client, replay.json()["job"])["identical"] is True

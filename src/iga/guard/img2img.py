@@ -17,10 +17,14 @@ the comfyui rule, as A1111 does: "Hires steps: 10" runs ten steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from iga.recipe.schema import parse_size
 
 from .images import InputImageError, open_input_image
-from .plan import DenoiseSteps, InputImage, Request
+from .plan import DenoiseSteps, Hires, Img2Img, InputImage, ModelIdentity, Request
+from .resolution import MAX_PLAN_PIXELS, MAX_PLAN_STEPS, Resolver, Settings
+from .sigmas import cut_sigmas, sigmas_and_nfe
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -119,3 +123,99 @@ def grid_and_start(convention: DenoiseSteps, steps: int, denoise: float) -> tupl
 def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """The second pass's size: the first pass's times ``scale``, down to multiples of 8 (the latent grid)."""
     return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
+
+
+# ------------------------------------------------------------ the guard steps
+
+def partial_pass(r: Resolver, train: dict[str, Any], s: Settings, options: dict[str, Any], model: ModelIdentity,
+                  inputs: Inputs, sigmas: list[float], nfe: int | None
+                  ) -> tuple[list[float], int | None, Img2Img | None]:
+    """img2img: the tail of the sigma grid that runs from the init image (see ``iga.guard.img2img`` for how steps
+    and denoise choose it under each tool's convention). The grid itself must satisfy the recipe's step rules."""
+    req = r.req
+    if inputs.init is None or not sigmas:
+        return sigmas, nfe, None
+    denoise = req.denoise if req.denoise is not None else DEFAULT_DENOISE
+    if req.denoise is None:
+        r.info("denoise", f"denoise {denoise} (the default)", None, denoise)
+    convention = req.denoise_steps or "diffusers"
+    grid, start = grid_and_start(convention, s.steps, denoise)
+    if grid != s.steps:
+        _check_grid_steps(r, "steps", grid, f"denoise {denoise} under the {convention} convention walks a "
+                          f"{grid}-step grid", "raise denoise, or use the diffusers convention (its grid has the "
+                          "requested steps)")
+        if r.refused():
+            return [], None, None
+        sigmas, nfe = sigmas_and_nfe(r, r.recipe, train, s.sampler, s.schedule, grid, r.recipe.prediction_type,
+                                      model.architecture, None)
+    if start >= len(sigmas) - 1:
+        r.hard("denoise", f"denoise {denoise} with {s.steps} steps runs no step ({convention} convention)", None,
+               denoise, "raise denoise or steps")
+        return [], None, None
+    cut, nfe = cut_sigmas(r, s.sampler, sigmas, start)
+    r.info("denoise", f"img2img: {len(cut) - 1} of {grid} steps from sigma {cut[0]:.4g} (denoise {denoise}, "
+           f"{convention} convention)")
+    spec = Img2Img(init_image=inputs.init, denoise=denoise, denoise_steps=convention, grid_steps=grid, start=start,
+                   mask=inputs.mask)
+    if inputs.mask is not None:
+        spec = spec.model_copy(update={
+            "mask_blur": req.mask_blur if req.mask_blur is not None else DEFAULT_MASK_BLUR,
+            "inpaint_area": req.inpaint_area or "whole",
+            "inpaint_padding": req.inpaint_padding if req.inpaint_padding is not None else DEFAULT_INPAINT_PADDING,
+            "inpaint_method": "model" if model.variant == "inpaint" else "blend"})
+    return cut, nfe, spec
+
+
+def check_inpaint_model(r: Resolver, model: ModelIdentity, inputs: Inputs) -> None:
+    """An inpainting UNet reads a mask and a masked image with every call: without them it cannot run."""
+    if model.variant == "inpaint" and inputs.mask is None:
+        r.hard("mask", "this is an inpainting checkpoint (its UNet also takes a mask and the masked image); it "
+               "needs an init image and a mask", None, None, "pass --init-image and --mask, or use the "
+               "ordinary (non-inpainting) checkpoint for text-to-image")
+
+
+def _check_grid_steps(r: Resolver, field: str, grid: int, what: str, fix: str) -> None:
+    """A grid a partial pass is cut from: more steps than iga runs is hard; off the recipe's range is soft (its
+    sigma spacing is what the recipe validates)."""
+    lo, hi = r.recipe.steps.min, r.recipe.steps.max
+    if grid > MAX_PLAN_STEPS:
+        r.hard(field, f"{what}: more than iga runs ({MAX_PLAN_STEPS})", None, grid, fix)
+    elif not lo <= grid <= hi and not r.no_recipe:
+        r.soft(field, field, f"{what}, outside the recipe's range {lo}..{hi}", r.recipe.steps.default, grid, fix)
+
+
+def hires_pass(r: Resolver, train: dict[str, Any], s: Settings, options: dict[str, Any], architecture: str,
+           width: int, height: int) -> Hires | None:
+    """Hires fix: a second pass at ``scale`` times the size, cut from its own grid by the comfyui rule (exactly
+    ``hires_steps`` run). Its size meets the same limits as the first pass's; its grid the recipe's step range."""
+    from iga.catalog.upscalers import DEFAULT_UPSCALER, resolve_upscaler
+
+    req = r.req
+    if req.hires is None or r.refused():
+        return None
+    upscaler = resolve_upscaler(req.hires_upscaler) if req.hires_upscaler else DEFAULT_UPSCALER
+    hw, hh = hires_size(width, height, req.hires)
+    steps = req.hires_steps or s.steps
+    denoise = req.hires_denoise if req.hires_denoise is not None else DEFAULT_HIRES_DENOISE
+    res = r.recipe.resolution
+    if hw * hh > MAX_PLAN_PIXELS:
+        r.hard("hires", f"hires fix to {hw}x{hh} is more than iga renders ({MAX_PLAN_PIXELS / 1e6:.0f} megapixels)",
+               None, req.hires, "use a smaller scale")
+    elif res and res.max:
+        mw, mh = parse_size(res.max)
+        if hw > mw or hh > mh:
+            r.soft("hires", "hires", f"hires fix to {hw}x{hh} is above the recipe's maximum {res.max}", res.max,
+                   f"{hw}x{hh}", "use a smaller scale")
+    grid, start = grid_and_start("comfyui", steps, denoise)
+    _check_grid_steps(r, "hires", grid, f"hires steps {steps} at denoise {denoise} walk a {grid}-step grid",
+                      f"use about {round(r.recipe.steps.default * denoise)} hires steps, or another hires denoise")
+    if r.refused():
+        return None
+    sigmas, _ = sigmas_and_nfe(r, r.recipe, train, s.sampler, s.schedule, grid, r.recipe.prediction_type,
+                                architecture, None)
+    if not sigmas:
+        return None
+    cut, nfe = cut_sigmas(r, s.sampler, sigmas, start)
+    r.info("hires", f"hires fix: {upscaler} to {hw}x{hh}, then {len(cut) - 1} steps at denoise {denoise}")
+    return Hires(scale=req.hires, width=hw, height=hh, upscaler=upscaler, steps=steps, denoise=denoise,
+                 grid_steps=grid, start=start, sigmas=cut, nfe=nfe)

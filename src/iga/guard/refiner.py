@@ -30,14 +30,14 @@ from .plan import ModelIdentity, Refiner
 
 if TYPE_CHECKING:  # pragma: no cover
     from .img2img import Inputs
-    from .resolve import _Resolver
+    from .resolution import Resolver
     from .source import ModelSource
 
 DEFAULT_SWITCH = 0.8  # A1111's and the recipe schema's default "Refiner switch at"
 NO_REFINER = "none"  # --refiner none: explicitly without the recipe's refiner
 
 
-def refiner_stage(r: "_Resolver", model: ModelIdentity, train: dict[str, Any], sampler: str, sigmas: list[float],
+def refiner_stage(r: "Resolver", model: ModelIdentity, train: dict[str, Any], sampler: str, sigmas: list[float],
                   nfe: int | None, inputs: "Inputs", others: tuple[Any, Any]) -> tuple[Refiner | None, int | None]:
     """The plan's refiner and the model calls of both stages (``nfe`` unchanged without a refiner). ``others``:
     the plan's hires fix and control adapters, which iga does not run together with a refiner."""
@@ -85,17 +85,17 @@ def _switch(requested: float | None, spec: Any) -> float:
     return float(switch)
 
 
-def _refiner_source(r: "_Resolver", spec: Any) -> "ModelSource | None":
+def _refiner_source(r: "Resolver", spec: Any) -> "ModelSource | None":
     """The requested refiner (a path, else a store id), else the recipe's from the store; None when there is none
     to run (refused, or the recipe's is missing: soft)."""
-    from .resolve import _store_lookup
+    from iga.store import lookup as store_lookup
     from .source import describe_model
 
     req = r.req
     if req.refiner is not None:
         path = Path(req.refiner).expanduser()
         if not path.exists():
-            entry, why = _store_lookup(req.refiner, "checkpoint")
+            entry, why = store_lookup(req.refiner, "checkpoint")
             if entry is None:
                 r.hard("refiner", f"refiner {req.refiner!r}: {why}", spec.model_id if spec else None, req.refiner,
                        "pass --refiner PATH (a .safetensors file or a diffusers folder), or put it in a models "
@@ -110,9 +110,9 @@ def _refiner_source(r: "_Resolver", spec: Any) -> "ModelSource | None":
         elif spec is not None and r.req.refiner_switch is not None and r.req.refiner_switch != spec.switch:
             _soft_switch(r, spec)
         return _remembered(source)
-    entry, why = _store_lookup(spec.sha256, "checkpoint", brief=True) if spec.sha256 else (None, None)
+    entry, why = store_lookup(spec.sha256, "checkpoint", brief=True) if spec.sha256 else (None, None)
     if entry is None:
-        entry, why = _store_lookup(spec.model_id, "checkpoint", brief=True)
+        entry, why = store_lookup(spec.model_id, "checkpoint", brief=True)
     source = describe_model(entry.path) if entry is not None else None
     if source is not None and not _is_recipe_refiner(spec, source):
         source, why = None, f"the store's {entry.path} has that id but not the recipe's SHA-256 {spec.sha256[:12]}..."
@@ -126,7 +126,7 @@ def _refiner_source(r: "_Resolver", spec: Any) -> "ModelSource | None":
     return _remembered(source)
 
 
-def _soft_switch(r: "_Resolver", spec: Any) -> None:
+def _soft_switch(r: "Resolver", spec: Any) -> None:
     r.soft("refiner", "refiner", f"refiner switch {r.req.refiner_switch:g} is not the recipe's {spec.switch:g}; the "
            "base and the refiner share the steps differently", spec.switch, r.req.refiner_switch,
            f"use --refiner-switch {spec.switch:g}, or leave it to the recipe")
@@ -149,7 +149,7 @@ def _remembered(source: "ModelSource") -> "ModelSource":
     return source
 
 
-def _refiner_fits(r: "_Resolver", source: "ModelSource", others: tuple[Any, Any], inputs: "Inputs") -> bool:
+def _refiner_fits(r: "Resolver", source: "ModelSource", others: tuple[Any, Any], inputs: "Inputs") -> bool:
     """What the refiner is and predicts are facts of its weights; what iga runs with it is a fact of iga."""
     ident, ok = source.identity, True
     if ident.architecture != "sdxl_refiner":
@@ -173,7 +173,7 @@ def _refiner_fits(r: "_Resolver", source: "ModelSource", others: tuple[Any, Any]
     return ok
 
 
-def _switch_index(r: "_Resolver", train: dict[str, Any], switch: float, sigmas: list[float]) -> int | None:
+def _switch_index(r: "Resolver", train: dict[str, Any], switch: float, sigmas: list[float]) -> int | None:
     """How many steps the base runs: those whose timestep is >= round(N - switch * N) (diffusers' rule). A switch
     that leaves either model no step is hard."""
     import torch
@@ -194,7 +194,7 @@ def _switch_index(r: "_Resolver", train: dict[str, Any], switch: float, sigmas: 
     return None
 
 
-def _nfe(r: "_Resolver", sampler: str, sigmas: list[float], index: int) -> int | None:
+def _nfe(r: "Resolver", sampler: str, sigmas: list[float], index: int) -> int | None:
     """Model calls of both stages: each is its own sampler run (a multistep sampler restarts at the switch)."""
     import torch
 

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from iga.guard.img2img import DEFAULT_DENOISE, DEFAULT_MASK_BLUR
 from iga.server.service import ApiError
 
 CLIENT_DEFAULTS: dict[str, tuple[Any, ...]] = {  # webuiapi 0.9.17 and A1111's own API model
@@ -51,7 +52,8 @@ UNSUPPORTED: dict[str, Any] = {  # field -> the value that means "off"
     "restore_faces": False, "tiling": False, "subseed_strength": 0, "script_name": None,
 }
 IMG2IMG_DEFAULTS: dict[str, Any] = {  # A1111's API model (StableDiffusionProcessingImg2Img), as webuiapi sends it
-    "denoising_strength": 0.75, "mask_blur": 4, "inpaint_full_res": True, "inpaint_full_res_padding": 0,
+    "denoising_strength": DEFAULT_DENOISE, "mask_blur": DEFAULT_MASK_BLUR, "inpaint_full_res": True,
+    "inpaint_full_res_padding": 0,  # the UI's 32 (the guard's default) is not the API's
     "inpainting_fill": 0, "resize_mode": 0, "inpainting_mask_invert": 0, "initial_noise_multiplier": 1,
 }
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 7860  # A1111's port: clients written for it find iga unchanged
-MAX_BODY_BYTES = 8 << 20  # a request body (png-info carries a whole image as base64)
+MAX_BODY_BYTES = 8 << 20  # a request body (img2img carries an init image and a mask, png-info an image, as base64)
 MAX_PROMPT_CHARS = 10_000  # prompt and negative prompt, each (A1111 has no limit; a tokenizer truncates at 77)
 MAX_IMAGES_PER_REQUEST = 16  # batch_size x n_iter
 MAX_REQUEST_PIXELS = 16 * 1024 * 1024  # width x height x images of one request: the work one client can ask for

@@ -1,5 +1,6 @@
-"""`/iga/v1`: iga's own API — models and recipes, plan (dry run), generate with overrides and reasons, jobs with
-server-sent events, the gallery, replay, and the audit log's tail."""
+"""`/iga/v1`: iga's own API — models and recipes, plan (dry run), generate with overrides and reasons (and the
+img2img, inpainting and hires-fix fields of a ``Request``; images uploaded as base64, LoRAs by model-store id), jobs
+with server-sent events, the gallery, replay, and the audit log's tail."""
 
 from __future__ import annotations
 

@@ -155,6 +155,7 @@ class Service:
         if entry is None:
             raise ApiError(409, f"{name} was made with weights {str(plan.model.weights_sha256)[:12]}..., which no "
                            f"model of this server has")
+        self.uploads.offer(plan)
         problem = stored_plan_problem(plan, entry.source)
         if problem:
             raise ApiError(422, problem)

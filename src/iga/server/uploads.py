@@ -24,6 +24,7 @@ from iga.guard.images import MAX_INPUT_BYTES, InputImageError, decode_input_imag
 from iga.server.service import ApiError
 
 INPUTS_FOLDER = "inputs"  # under the server's output folder
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _FORMATS = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"))  # WebP: RIFF....WEBP, checked apart
 # a file name where base64 belongs: base64 has no "~", ".", "\\" or ":"; a JPEG's base64 starts with "/9j/"
 _PATH_LIKE = re.compile(r"^(~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|file:|/(?!9j/))|[\\]|\.[A-Za-z0-9]{2,5}$")
@@ -62,9 +63,8 @@ class Uploads:
     """The folder uploaded input images are kept in, and the one way a request's image becomes a file there."""
 
     def __init__(self, out_dir: Path | None):
-        self._temporary = out_dir is None
-        self.folder = (Path(tempfile.mkdtemp(prefix="iga-inputs-")) if out_dir is None
-                       else Path(out_dir) / INPUTS_FOLDER).resolve()
+        self._temporary = out_dir is None  # then the folder is made at the first upload, removed by close()
+        self.folder: Path | None = None if out_dir is None else (Path(out_dir) / INPUTS_FOLDER).resolve()
 
     def save(self, data: Any, field: str, *, invert_mask: bool = False) -> str:
         """The path of the uploaded image ``data`` (base64) once checked and stored; ``invert_mask`` stores the
@@ -82,8 +82,10 @@ class Uploads:
             raise ApiError(422, str(e)) from None
         if invert_mask:
             raw, ext = _inverted(image), "png"
-        path = self.folder / f"{hashlib.sha256(raw).hexdigest()}.{ext}"
         try:
+            if self.folder is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="iga-inputs-")).resolve()
+            path = self.folder / f"{hashlib.sha256(raw).hexdigest()}.{ext}"
             self.folder.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(str(path), raw, durable=False)
         except OSError as e:
@@ -91,14 +93,30 @@ class Uploads:
                            kind="storage unavailable") from None
         return str(path)
 
+    def offer(self, plan: Any) -> None:
+        """Make the uploads a stored plan read findable by hash again (as `iga replay --input` does), in case the
+        index of used files has forgotten them since."""
+        from iga.guard.images import open_input_image
+        from iga.stages import input_records
+
+        for record in input_records(plan) if self.folder is not None else ():
+            if not _SHA256.fullmatch(record.sha256):  # a stored plan may be hostile: never a pattern or a path
+                continue
+            for path in self.folder.glob(f"{record.sha256}.*"):
+                try:
+                    open_input_image(path, "input image")
+                except InputImageError:
+                    pass  # damaged since: replay then says the input is not here
+
     def scrub(self, message: str) -> str:
         """A message with this server's upload folder taken out (clients learn nothing of its file system)."""
-        return message.replace(str(self.folder) + os.sep, "upload ")
+        return message if self.folder is None else message.replace(str(self.folder) + os.sep, "upload ")
 
     def close(self) -> None:
         """Remove the folder when it was a temporary one (memory-only server shutting down)."""
-        if self._temporary:
+        if self._temporary and self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 def _inverted(image: Any) -> bytes:

@@ -20,7 +20,7 @@ from .roots import CONFIG_ENV, MODELS_ENV, StoreConfigError, config_path, roots
 from .used import ModelNotFound, find_file, locate_model, remember, vae_file
 
 __all__ = ["CONFIG_ENV", "KINDS", "MODELS_ENV", "AmbiguousModel", "Entry", "ModelNotFound", "Scan",
-           "StoreConfigError", "config_path", "entries", "find", "find_file", "locate_model", "remember", "roots",
+           "StoreConfigError", "config_path", "entries", "find", "find_file", "locate_model", "lookup", "remember", "roots",
            "scan_store", "vae_file"]
 
 _HEX = re.compile(r"^[0-9a-f]{10,64}$")
@@ -64,6 +64,17 @@ def find(name_or_hash: str, kind: str | None = None) -> Entry:
         raise AmbiguousModel(f"{len(matches)} different files answer to {key!r}: {files}; name one by its path or "
                              "SHA-256 (`iga models --hash` shows them), or give them distinct ids")
     return matches[0]
+
+
+def lookup(key: str, kind: str, *, brief: bool = False) -> tuple[Entry | None, str | None]:
+    """(the entry, None) or (None, why not: ``find``'s message, or with ``brief`` just "it is not in the model
+    store" unless several files share the id). A bad config file is still an error (StoreConfigError)."""
+    try:
+        return find(key, kind), None
+    except AmbiguousModel as e:
+        return None, str(e)
+    except ModelNotFound as e:
+        return None, "it is not in the model store" if brief else str(e)
 
 
 def _file_name(e: Entry) -> str:

@@ -94,54 +94,42 @@ def _in_store(file_sha256: str, kind: str | None) -> str | None:
         return None
 
 
-def vae_file(plan) -> str | None:
-    """The VAE file a plan renders with: its recorded path, else the file with its hash that this user has used;
-    None for the checkpoint's own VAE. Raises ValueError when the file is not here."""
-    vae = plan.vae
-    if vae is None or vae.source != "file":
-        return None
-    if vae.path and os.path.isfile(vae.path):
-        return vae.path
-    found = find_file(vae.file_sha256, kind="vae")
+def file_again(recorded: str | None, sha256: str | None, kind: str, what: str, name: str | None, flag: str) -> str:
+    """A file a plan used, found again: its recorded path while it still holds the recorded bytes, else a file with
+    that hash this user has used or the model store holds. ValueError says how to point iga at it."""
+    from iga.checkpoint.hashing import file_sha256 as hash_of
+
+    if recorded and os.path.isfile(recorded):
+        try:
+            if sha256 is None or hash_of(recorded) == sha256:
+                return recorded
+        except (OSError, ValueError):
+            pass
+    found = find_file(sha256, kind=kind)
     if found is None:
-        raise ValueError(f"VAE not found: {vae.path or vae.id} (file {str(vae.file_sha256)[:12]}...); put it in a "
-                         "models folder (IGA_MODELS; `iga models` lists them) or use it once with --vae PATH")
+        raise ValueError(f"{what} not found: {recorded or name} (file {str(sha256)[:12]}...); put it in a models "
+                         f"folder (IGA_MODELS; `iga models` lists them) or use it once with {flag} PATH")
     return found
 
 
-def lora_files(plan) -> tuple[tuple[str, str, float], ...]:
-    """The LoRA files a plan renders with, as (file SHA-256, path, weight): each recorded path if it still holds
-    the recorded bytes, else the file with that hash this user has used. Raises ValueError when one is not here."""
-    out = []
-    for use in getattr(plan, "loras", None) or ():
-        found = None
-        if use.path and os.path.isfile(use.path):
-            from iga.checkpoint.hashing import file_sha256 as hash_of
+def vae_file(plan) -> str | None:
+    """The VAE file a plan renders with (see ``file_again``); None for the checkpoint's own VAE."""
+    vae = plan.vae
+    if vae is None or vae.source != "file":
+        return None
+    return file_again(vae.path, vae.file_sha256, "vae", "VAE", vae.id, "--vae")
 
-            found = use.path if hash_of(use.path) == use.file_sha256 else None
-        found = found or find_file(use.file_sha256)
-        if found is None:
-            raise ValueError(f"LoRA not found: {use.path or use.name} (file {use.file_sha256[:12]}...); use it once "
-                             "with --lora PATH so iga knows where it is")
-        out.append((use.file_sha256, found, float(use.weight)))
-    return tuple(out)
+
+def lora_files(plan) -> tuple[tuple[str, str, float], ...]:
+    """The LoRA files a plan renders with, as (file SHA-256, path, weight) (see ``file_again``)."""
+    return tuple((u.file_sha256, file_again(u.path, u.file_sha256, "lora", "LoRA", u.name, "--lora"),
+                  float(u.weight)) for u in getattr(plan, "loras", None) or ())
 
 
 def control_files(plan) -> tuple[tuple[str, str], ...]:
-    """The ControlNet weights files a plan renders with, as (file SHA-256, path): each recorded path if it still
-    holds the recorded bytes, else the file with that hash this user has used. ValueError when one is not here."""
-    from iga.checkpoint.hashing import file_sha256 as hash_of
-
-    out = []
-    for use in getattr(plan, "controls", None) or ():
-        recorded = use.path if use.path and os.path.isfile(use.path) and hash_of(use.path) == use.file_sha256 \
-            else None
-        found = recorded or find_file(use.file_sha256, kind="controlnet")
-        if found is None:
-            raise ValueError(f"ControlNet not found: {use.path or use.name} (file {use.file_sha256[:12]}...); use "
-                             "it once with --controlnet PATH so iga knows where it is")
-        out.append((use.file_sha256, found))
-    return tuple(out)
+    """The ControlNet weights files a plan renders with, as (file SHA-256, path) (see ``file_again``)."""
+    return tuple((u.file_sha256, file_again(u.path, u.file_sha256, "controlnet", "ControlNet", u.name,
+                                            "--controlnet")) for u in getattr(plan, "controls", None) or ())
 
 
 def refiner_model(plan) -> str | None:
