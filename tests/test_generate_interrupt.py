@@ -96,14 +96,14 @@ _CHILD = textwrap.dedent("""
 
     real_render, marker = g.render, Path(sys.argv[1])
 
-    def render(plan, backend, callback=None, cancel=None, encoded=None):
+    def render(plan, backend, callback=None, **passed):
         def cb(info):
             if info.i == 1:
                 marker.write_text("sampling")
                 time.sleep(120)  # the parent's SIGINT lands here, inside the sampler loop
             if callback is not None:
                 callback(info)
-        return real_render(plan, backend, callback=cb, cancel=cancel, encoded=encoded)
+        return real_render(plan, backend, callback=cb, **passed)
 
     g.render = render
     from iga.cli import main
