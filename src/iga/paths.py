@@ -1,12 +1,25 @@
-"""Where iga's bundled files live (inside the installed package)."""
+"""Where iga's bundled files live (inside the installed package), and where it keeps the user's own files."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_MODEL = DATA_DIR / "demo" / "iga-demo-v1.safetensors"
 DEMO_JUDGE = DATA_DIR / "demo" / "iga-demo-judge-v1.safetensors"
+
+
+def user_file(env: str, kind: str, name: str) -> Path:
+    """A file iga keeps for the user: ``$env`` when set, else ``name`` in platformdirs' user folder of ``kind``
+    ("data" or "config") for iga."""
+    given = os.environ.get(env)
+    if given:
+        return Path(given)
+    import platformdirs
+
+    folder = platformdirs.user_config_dir("iga") if kind == "config" else platformdirs.user_data_dir("iga")
+    return Path(folder) / name
 
 
 def default_model_path() -> Path:

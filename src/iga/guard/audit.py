@@ -46,12 +46,9 @@ class AuditLogRepairWarning(UserWarning):
 
 def default_audit_path() -> Path:
     """Where the audit log lives unless told otherwise."""
-    env = os.environ.get(ENV)
-    if env:
-        return Path(env)
-    from platformdirs import user_data_dir
+    from iga.paths import user_file
 
-    return Path(user_data_dir("iga")) / "audit.jsonl"
+    return user_file(ENV, "data", "audit.jsonl")
 
 
 def append_records(records: list[dict[str, Any]], path: str | Path | None = None) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .schema import PREDICTION_ALIASES, PredictionType, Recipe
+from .schema import PREDICTION_ALIASES, Constraints, PredictionType, Recipe
 
 
 class CompositionError(ValueError):
@@ -41,13 +41,11 @@ class WeightSpec(_Partial):
     max: float = 1.0
 
 
-class LoraConstraints(_Partial):
-    """Samplers and schedules the LoRA breaks with (added to the base's), or the only ones it allows."""
+class LoraConstraints(Constraints):
+    """Samplers and schedules the LoRA breaks with (added to the base's), or the only ones it allows; unknown keys
+    are refused (a constraint the author meant must not be silently dropped)."""
 
-    forbid_samplers: list[str] = Field(default_factory=list)
-    forbid_schedules: list[str] = Field(default_factory=list)
-    allow_samplers: list[str] | None = None
-    allow_schedules: list[str] | None = None
+    model_config = ConfigDict(extra="forbid")
 
 
 class LoraRecipe(_Partial):

@@ -30,12 +30,9 @@ class Roots:
 
 def config_path() -> Path:
     """The config file: $IGA_CONFIG, else config.json in iga's user config folder."""
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_config_dir
+    from iga.paths import user_file
 
-    return Path(user_config_dir("iga")) / "config.json"
+    return user_file(CONFIG_ENV, "config", "config.json").expanduser()
 
 
 def config_folders(path: Path | None = None) -> list[Path]:

@@ -26,12 +26,9 @@ class ModelNotFound(ValueError):
 
 def index_path() -> Path:
     """The index file: $IGA_MODEL_INDEX, else models.json in iga's user data folder."""
-    env = os.environ.get(ENV)
-    if env:
-        return Path(env)
-    from platformdirs import user_data_dir
+    from iga.paths import user_file
 
-    return Path(user_data_dir("iga")) / "models.json"
+    return user_file(ENV, "data", "models.json")
 
 
 def _read() -> dict[str, dict[str, str]]:
