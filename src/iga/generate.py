@@ -279,7 +279,7 @@ def _pass(plan: Plan, backend: Any, spec: Any, seed: int, conditioning: tuple[di
         den = MaskedDenoiser(den, latent, noise, prepared.mask)
     ns = make_noise_sampler(spec.noise, noise, [seed], sigmas)
     x = sample(spec, den, noise, sigmas, noise_sampler=ns, callback=callback, options=plan.sampler_options,
-               noise_scaling=plan.noise_scaling, latent=latent, cancel=cancel)
+               noise_scaling=plan.noise_scaling if prepared is None else "sigma", latent=latent, cancel=cancel)
     if isinstance(den, MaskedDenoiser):
         x = den.finish(x)
     return x, den.nfe

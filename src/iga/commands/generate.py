@@ -12,7 +12,7 @@ import typer
 from iga.provenance.jsonutil import dumps_strict
 
 from iga.commands.guard import (
-    BatchOpt, CfgOpt, ClipSkipOpt, EtaOpt, GuidanceOpt, JsonOpt, ModelOpt, ModeOpt, NegativeOpt, OverrideOpt, PredOpt,
+    BatchOpt, CfgOpt, ClipSkipOpt, ConventionsOpt, EtaOpt, GuidanceOpt, JsonOpt, ModelOpt, ModeOpt, NegativeOpt, OverrideOpt, PredOpt,
     LoraOpt, PresetOpt, ReasonOpt, RehashOpt, RequireSignedOpt, SamplerOpt, ScheduleOpt, SeedOpt, ShiftOpt, SizeOpt,
     StepsOpt,
     TrustOpt,
@@ -88,7 +88,8 @@ def generate_cmd(
     steps: StepsOpt = None, cfg: CfgOpt = None, seed: SeedOpt = None, size: SizeOpt = None, vae: VaeOpt = None,
     clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, guidance: GuidanceOpt = None, shift: ShiftOpt = None,
     lora: LoraOpt = None,
-    override: OverrideOpt = None, reason: ReasonOpt = None, mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
+    override: OverrideOpt = None, reason: ReasonOpt = None, mode: ModeOpt = "guarded", negative: NegativeOpt = "",
+    batch: BatchOpt = 1, prediction_type: PredOpt = None, conventions: ConventionsOpt = None,
     out: OutOpt = Path("outputs"), fmt: FormatOpt = "png", device: DeviceOpt = "cpu", dtype: DtypeOpt = "float32",
     require_signed: RequireSignedOpt = False, trust: TrustOpt = None, rehash: RehashOpt = False,
     as_json: JsonOpt = False, preview: PreviewOpt = False, preview_every: PreviewEveryOpt = 1,
@@ -121,7 +122,8 @@ def generate_cmd(
     credentials = _c2pa_credentials(c2pa) if c2pa is not None else None
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
-                            prediction_type=prediction_type, negative=negative, batch=batch, override=override,
+                            prediction_type=prediction_type, conventions=conventions, negative=negative,
+                            batch=batch, override=override,
                             reason=reason, guidance=guidance, shift=shift, lora=lora,
                             stages=stage_fields(init_image, denoise, denoise_steps, mask, mask_blur, inpaint_area,
                                                 inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler)

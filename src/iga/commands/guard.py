@@ -87,6 +87,10 @@ NegativeOpt = Annotated[str, typer.Option("--negative", help="negative prompt")]
 BatchOpt = Annotated[int, typer.Option("--n", "--batch", "-n", help="images to make (one seed each)")]
 PredOpt = Annotated[Optional[str], typer.Option("--prediction-type", hidden=True,
                                                 help="advanced: treat the model as eps/v/x0/flow")]
+ConventionsOpt = Annotated[Optional[str], typer.Option("--conventions", help="advanced: follow another tool's "
+                           "sampling conventions to reproduce its images: k-diffusion (A1111, diffusers Euler; "
+                           "default) or comfyui (timesteps rounded to a training step, first noise x "
+                           "sqrt(1 + sigma^2) at full denoise)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 RequireSignedOpt = Annotated[bool, typer.Option("--require-signed", help="refuse a model whose recipe is not signed "
                                                 "by a trusted key (also: IGA_REQUIRE_SIGNED=1)")]
@@ -102,13 +106,15 @@ def build_request(*, prompt: str = "", preset: str | None = None, sampler: str |
                   clip_skip: int | None = None, eta: float | None = None, prediction_type: str | None = None,
                   negative: str = "", batch: int = 1, override: list[str] | None = None, reason: str | None = None,
                   guidance: float | None = None, shift: float | None = None, lora: list[str] | None = None,
-                  stages: dict | None = None, controls: list | None = None):
+                  stages: dict | None = None, controls: list | None = None, conventions: str | None = None):
     """Turn CLI flag values into a guard Request (``stages``: the img2img/inpaint/hires fields, see
     ``stage_fields``; ``controls``: ControlRequests, see ``control_requests``)."""
     from iga.guard import Request
 
+    if conventions is not None and conventions not in ("k-diffusion", "comfyui"):
+        raise _fail(f"--conventions {conventions!r}: choose k-diffusion or comfyui")
     return Request(
-        **(stages or {}), controls=list(controls or []),
+        **(stages or {}), controls=list(controls or []), conventions=conventions,
         loras=[parse_lora_option(text) for text in lora or ()],
         preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg, seed=seed, size=size, vae=vae,
         clip_skip=clip_skip, eta=eta, prediction_type=prediction_type, prompt=prompt or "", guidance=guidance,
@@ -328,7 +334,8 @@ def plan_cmd(
     steps: StepsOpt = None, cfg: CfgOpt = None, seed: SeedOpt = None, size: SizeOpt = None, vae: VaeOpt = None,
     clip_skip: ClipSkipOpt = None, eta: EtaOpt = None, guidance: GuidanceOpt = None, shift: ShiftOpt = None,
     lora: LoraOpt = None,
-    override: OverrideOpt = None, reason: ReasonOpt = None, mode: ModeOpt = "guarded", negative: NegativeOpt = "", batch: BatchOpt = 1, prediction_type: PredOpt = None,
+    override: OverrideOpt = None, reason: ReasonOpt = None, mode: ModeOpt = "guarded", negative: NegativeOpt = "",
+    batch: BatchOpt = 1, prediction_type: PredOpt = None, conventions: ConventionsOpt = None,
     require_signed: RequireSignedOpt = False, trust: TrustOpt = None, rehash: RehashOpt = False,
     as_json: JsonOpt = False,
     init_image: InitImageOpt = None, denoise: DenoiseOpt = None, denoise_steps: DenoiseStepsOpt = None,
@@ -354,7 +361,8 @@ def plan_cmd(
     """
     request = build_request(prompt=prompt, preset=preset, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg,
                             seed=seed, size=size, vae=vae, clip_skip=clip_skip, eta=eta,
-                            prediction_type=prediction_type, negative=negative, batch=batch, override=override,
+                            prediction_type=prediction_type, conventions=conventions, negative=negative,
+                            batch=batch, override=override,
                             reason=reason, guidance=guidance, shift=shift, lora=lora,
                             stages=stage_fields(init_image, denoise, denoise_steps, mask, mask_blur, inpaint_area,
                                                 inpaint_padding, hires, hires_steps, hires_denoise, hires_upscaler)

@@ -19,6 +19,7 @@ Outcome = Literal["refused", "overridden", "warned", "applied"]
 OVERRIDABLE = ("sampler", "schedule", "steps", "cfg", "vae", "clip_skip", "size", "guidance", "shift", "lora",
                "control", "hires", "refiner")
 DenoiseSteps = Literal["diffusers", "a1111", "comfyui"]
+Conventions = Literal["k-diffusion", "comfyui"]
 InpaintArea = Literal["whole", "only_masked"]
 
 
@@ -67,6 +68,9 @@ class Request(BaseModel):
     clip_skip: int | None = None
     prediction_type: str | None = Field(None, description="advanced: treat the model as this prediction type")
     sigmas: list[float] | None = Field(None, description="advanced: an explicit sigma list ending in 0")
+    conventions: Conventions | None = Field(None, description="advanced: whose sampling conventions to follow: "
+                                            "k-diffusion (A1111, diffusers Euler; default) or comfyui (timesteps "
+                                            "rounded to a training step, first noise x sqrt(1 + sigma^2))")
     prompt: str = ""
     negative_prompt: str = ""
     batch: int = 1
@@ -302,8 +306,9 @@ class Plan(BaseModel):
         from iga.store.used import lora_files
 
         loras = [LoraRequest(path=path, weight=weight) for _sha, path, weight in lora_files(self)]
-        return Request(**self._stage_fields(), loras=loras, sampler=self.sampler, schedule=self.schedule, steps=self.steps, cfg=self.cfg,
-                       guidance=self.guidance, shift=shift,
+        conventions = "comfyui" if ts.get("quantize") or self.noise_scaling == "vp_max" else None
+        return Request(**self._stage_fields(), loras=loras, sampler=self.sampler, schedule=self.schedule,
+                       steps=self.steps, cfg=self.cfg, guidance=self.guidance, shift=shift, conventions=conventions,
                        cfg_variant=self.cfg_variant, cfg_rescale=self.cfg_rescale, eta=self.eta, seed=self.seed,
                        size=f"{self.width}x{self.height}", vae=vae, clip_skip=self.clip_skip,
                        prediction_type=self.prediction_type, prompt=self.prompt, negative_prompt=self.negative_prompt,

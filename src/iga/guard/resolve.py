@@ -24,7 +24,7 @@ from .defaults import architecture_default_recipe, default_training_schedule, ha
 from .adapters import controls_step, loras_step
 from .img2img import check_inpaint_model, hires_pass, init_size, partial_pass, read_inputs
 from .resolution import MAX_BATCH, MAX_PLAN_PIXELS, MAX_PLAN_STEPS, MAX_SEED, GuardRefused, Resolver, Settings, now
-from .sigmas import sigmas_and_nfe
+from .sigmas import conventions_schedule, initial_noise_scaling, sigmas_and_nfe
 from .vae import vae_step
 from .refiner import refiner_stage
 from .plan import OVERRIDABLE, Finding, Mode, ModelIdentity, Plan, Request
@@ -107,7 +107,7 @@ def resolve(
     cfg_variant = _cfg_variant(r, recipe, req, s.sampler)
     cfg_rescale = _cfg_rescale(r)
     width, height = _size(r, init_size(inputs))
-    train = _plan_training_schedule(r, recipe, req, width, height)
+    train = conventions_schedule(req.conventions, _plan_training_schedule(r, recipe, req, width, height))
     clip_skip = _clip_skip(r, arch)
     vae = vae_step(r, arch, own_vae)
     seeds = _seeds(r)
@@ -129,6 +129,7 @@ def resolve(
         sampler=s.sampler, sampler_options=options, eta=eta, schedule=s.schedule,
         schedule_params=dict(recipe.scheduler.params) if s.schedule == recipe.scheduler.name else {},
         steps=s.steps, sigmas=sigmas, nfe=nfe, cfg=float(s.cfg), cfg_variant=cfg_variant, cfg_rescale=cfg_rescale,
+        noise_scaling=initial_noise_scaling(req.conventions, train, sigmas, img2img is not None),
         width=width, height=height, clip_skip=clip_skip, vae=vae, img2img=img2img, hires=hires,
         loras=loras, controls=controls, refiner=refiner, findings=r.findings, overrides=r.overrides,
     )

@@ -6,7 +6,30 @@ from typing import Any
 
 from iga.recipe.schema import Recipe
 
+from .plan import Conventions
 from .resolution import Resolver
+
+
+def conventions_schedule(conventions: Conventions | None, train: dict[str, Any]) -> dict[str, Any]:
+    """The training schedule as the chosen tool feeds it to the network: ComfyUI rounds a VP model's timestep to
+    the nearest training step (``argmin |log sigma - log sigma_t|``); k-diffusion, A1111 and diffusers' Euler
+    interpolate. Flow models take sigma itself in both."""
+    if conventions == "comfyui" and train.get("kind") != "flow":
+        return {**train, "quantize": True}
+    return train
+
+
+def initial_noise_scaling(conventions: Conventions | None, train: dict[str, Any], sigmas: list[float],
+                          partial: bool) -> str:
+    """How the first latent is scaled: ``noise * sigma_0`` (k-diffusion, A1111, diffusers Euler), or ComfyUI's
+    ``noise * sqrt(1 + sigma_0^2)`` when a VP model starts at its largest sigma (a full-denoise text-to-image pass)."""
+    from iga.sampling.parameterization import schedule_from_config
+
+    if conventions != "comfyui" or partial or not sigmas or train.get("kind") == "flow":
+        return "sigma"
+    sigma_max = float(schedule_from_config(train).sigma_max)
+    return "vp_max" if sigmas[0] >= sigma_max * (1 - 1e-5) else "sigma"
+
 
 def sigmas_and_nfe(r: Resolver, recipe: Recipe, train: dict[str, Any], sampler: str, schedule: str, steps: int,
                     pred: str, architecture: str, explicit: list[float] | None) -> tuple[list[float], int | None]:
