@@ -290,6 +290,31 @@ def test_replaying_an_image_from_the_gallery_reports_identical(page):
     assert verdict == "identical", f"replay of {name}: {verdict} ({status(page)!r})"
 
 
+def test_an_uploaded_init_image_and_mask_make_an_inpainting_plan_shown_with_the_image(page, server, tmp_path):
+    from PIL import Image
+
+    init, mask = tmp_path / "init.png", tmp_path / "mask.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(init)
+    m = Image.new("L", (32, 32), 0)
+    m.paste(255, (0, 0, 16, 32))
+    m.save(mask)
+    passes = page.find_element(By.ID, "passes")
+    passes.find_element(By.TAG_NAME, "summary").click()
+    wait(page).until(EC.visibility_of_element_located((By.ID, "init-image")))
+    page.find_element(By.ID, "init-image").send_keys(str(init))
+    page.find_element(By.ID, "mask").send_keys(str(mask))
+    page.find_element(By.ID, "denoise").send_keys("0.5")
+    page.find_element(By.ID, "prompt").send_keys("a yellow star on a black background")
+    generate_and_wait(page)
+    newest = _get_json(server["base"] + "/iga/v1/gallery")["images"][0]
+    plan = newest["plan"]
+    assert plan["img2img"]["denoise"] == 0.5 and plan["img2img"]["mask"] is not None
+    page.find_element(By.CSS_SELECTOR, f'#gallery .gallery-item[data-name="{newest["name"]}"]').click()
+    wait(page).until(EC.visibility_of_element_located((By.ID, "detail")))
+    rows = page.find_element(By.ID, "detail-plan").text
+    assert "img2img" in rows and "denoise 0.5" in rows and "inpaint" in rows, rows
+
+
 def test_a_server_error_is_shown_in_the_status_line_not_as_an_alert(page):
     # a model the server does not have: its 404 detail must reach the page's status line
     page.execute_script("const s = document.getElementById('model'); s.add(new Option('gone', 'no-such-model'));"

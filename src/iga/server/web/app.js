@@ -298,6 +298,32 @@ function buildBody() {
   };
 }
 
+function fileAsBase64(id) {
+  const file = $(id).files[0];
+  if (!file) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);  // a data: URL; the server strips the prefix
+    reader.onerror = () => reject(new Error(`${file.name} could not be read.`));
+    reader.readAsDataURL(file);
+  });
+}
+
+// The img2img and hires-fix fields; images travel as base64 and are stored by the server under their hash.
+async function passFields() {
+  const fields = {
+    init_image: await fileAsBase64("init-image"),
+    mask: await fileAsBase64("mask"),
+    denoise: numberOrNull("denoise", parseFloat),
+    hires: numberOrNull("hires", parseFloat),
+    hires_steps: numberOrNull("hires-steps", (s) => parseInt(s, 10)),
+    hires_denoise: numberOrNull("hires-denoise", parseFloat),
+  };
+  if (fields.mask && !fields.init_image) throw new Error("A mask needs an init image.");
+  if (fields.denoise !== null && !fields.init_image) throw new Error("Denoise needs an init image.");
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== null));
+}
+
 async function submit(body) {
   if (state.job) { setStatus("A job is still running: wait for it or cancel it.", "error"); return; }
   state.lastBody = body;
@@ -553,6 +579,14 @@ function planRows(plan, g) {
   add("cfg", plan.cfg);
   add("seed", plan.seed);
   add("size", plan.width && plan.height ? `${plan.width}x${plan.height}` : null);
+  const i2i = plan.img2img;
+  if (i2i) {
+    add("img2img", `denoise ${i2i.denoise}: ${plan.sigmas.length - 1} of ${i2i.grid_steps} steps ` +
+        `(init ${i2i.init_image.sha256.slice(0, 12)})`);
+    if (i2i.mask) add("inpaint", `mask ${i2i.mask.sha256.slice(0, 12)}, ${i2i.inpaint_area.replace("_", " ")}`);
+  }
+  const h = plan.hires;
+  if (h) add("hires fix", `x${h.scale} to ${h.width}x${h.height}, ${h.sigmas.length - 1} steps at denoise ${h.denoise}`);
   add("created", g.created);
   return rows;
 }
@@ -664,9 +698,8 @@ function readToken() {
 function wire() {
   $("gen-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    let body;
-    try { body = buildBody(); } catch (e) { report(e); return; }
-    submit(body);
+    Promise.resolve().then(async () => ({...buildBody(), ...await passFields()}))
+      .then(submit, report);
   });
   $("cancel").addEventListener("click", cancelJob);
   $("override-submit").addEventListener("click", submitOverride);
