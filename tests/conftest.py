@@ -35,3 +35,13 @@ def module_audit(tmp_path_factory):
     mp.setenv("IGA_AUDIT_LOG", str(path))
     yield path
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def comfyui(tmp_path_factory):
+    """ComfyUI running headless for this test session (tests/comfyui_support.py); skips when it is not set up."""
+    from comfyui_support import comfyui_env, comfyui_server
+
+    comfyui_env()  # skip before building anything when ComfyUI is absent
+    with comfyui_server(tmp_path_factory.mktemp("comfyui")) as server:
+        yield server

@@ -7,7 +7,6 @@ import ast
 import json
 import re
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,10 @@ from iga.guard.source import describe_model
 from iga.interop.export import FORMATS, export_recipe
 from iga.paths import DEMO_MODEL
 from iga.recipe import parse_recipe_dict
+from shared_support import SHARED
 from test_generate_support import cli
 
-COMFYUI_TAR = Path(__file__).resolve().parents[2] / "shared" / "third_party" / "comfyui" / "comfyui-a125cd84.tar.gz"
+COMFYUI_TAR = SHARED / "third_party" / "comfyui" / "comfyui-a125cd84.tar.gz"
 # Fooocus' closed set of preset keys (modules/config.py possible_preset_keys, reference/peers.md s1.1)
 FOOOCUS_KEYS = {"default_model", "default_refiner", "default_refiner_switch", "default_loras", "default_cfg_scale",
                 "default_sample_sharpness", "default_cfg_tsnr", "default_clip_skip", "default_sampler",

@@ -12,9 +12,10 @@ from iga.recipe import RecipeError, load_recipe_file, parse_recipe_dict, parse_r
 from iga.recipe.canonical import recipe_metadata_sha256
 from iga.recipe.versions import MIGRATIONS, migrate
 from iga.schemas import schema_json
+from shared_support import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT.parent / "shared" / "reference" / "iga-proposal-example.json"
+EXAMPLE = SHARED / "reference" / "iga-proposal-example.json"
 EXAMPLE_COPY = ROOT / "examples" / "recipes" / "proposal-example.json"
 
 

@@ -48,14 +48,13 @@ import math
 import sys
 import types
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import torch
+from shared_support import SHARED
 
-ROOT = Path(__file__).resolve().parents[1]
-ORACLE = ROOT.parent / "shared" / "third_party" / "comfyui-samplers"
+ORACLE = SHARED / "third_party" / "comfyui-samplers"
 if not (ORACLE / "load.py").is_file():
     pytest.skip(f"ComfyUI oracle not present at {ORACLE}", allow_module_level=True)
 

@@ -17,7 +17,6 @@ import inspect
 import math
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,9 +28,9 @@ from iga.sampling.samplers import SAMPLERS
 from iga.sampling.testing import GaussianDenoiser, GuidedGaussianDenoiser, TorchNoise
 from test_sampling_samplers_distribution import exact_final_stats, final_target
 from test_sampling_samplers_distribution import karras as dist_karras
+from shared_support import SHARED
 
-ROOT = Path(__file__).resolve().parents[1]
-ORACLE = ROOT.parent / "shared" / "third_party" / "comfyui-samplers"
+ORACLE = SHARED / "third_party" / "comfyui-samplers"
 
 SMAX, SMIN, STEPS = 14.6146, 0.0292, 12
 GUIDANCE = 2.5

@@ -179,7 +179,7 @@ def schedules(as_json: bool = typer.Option(False, "--json", help="machine-readab
 
 # Command groups written as separate modules; each exposes register(app).
 _COMMAND_MODULES = ("checkpoint", "guard", "generate", "provenance", "demo", "evaluation", "diagnostics", "signing",
-                    "serve", "interop", "store")
+                    "serve", "interop", "store", "comfyui")
 
 
 def _register_all() -> None:

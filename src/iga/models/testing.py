@@ -142,6 +142,32 @@ def build_tiny(architecture: str = "sd1", seed: int = 0, *, inpaint: bool = Fals
                      model_config)
 
 
+def build_small_sd1(seed: int = 0, unet_channels: int = 64, *, scale: float = 0.01) -> TinyModel:
+    """An SD1 model other tools load as they load SD1.5: the real, full-size CLIP-L and VAE (their configs are
+    the family's shipped ones; tools such as ComfyUI hard-code them) around a UNet of SD1.5's structure at
+    ``unet_channels`` base channels (SD1.5: 320). Random weights, deterministic in ``seed``; ``scale`` is the
+    perturbation, kept small because the full-depth VAE amplifies it (0.05 saturates its output)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from iga.models.tokenizer import clip_tokenizer
+
+    fam = family("sd1")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    unet_cfg = {k: v for k, v in fam["unet"].items() if not k.startswith("_")}
+    unet_cfg["block_out_channels"] = [unet_channels * m for m in (1, 2, 4, 4)]
+    unet = UNet2DConditionModel(**unet_cfg)
+    vae = AutoencoderKL(**{k: v for k, v in fam["vae"].items() if not k.startswith("_")})
+    spec = fam["text"][0]
+    text = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in spec["config"].items() if k != "architectures"}))
+    for model in (unet, vae, text):
+        _perturb(model, gen, scale)
+    return TinyModel("sd1", unet.eval(), vae.eval(), [text.eval()], [clip_tokenizer(spec["pad"])],
+                     dict(fam["scheduler"]))
+
+
 def _write_scheduler_and_index(tiny: Any, root: Path, index: dict[str, Any]) -> Path:
     """The scheduler config and model_index.json that close a diffusers folder; returns the folder."""
     (root / "scheduler").mkdir(exist_ok=True)

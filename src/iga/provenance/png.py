@@ -245,13 +245,18 @@ def read_png_text(source: Source, keys: Collection[str] | None = None, *, check_
     return result
 
 
-def make_pnginfo(infotext: str | None, plan_json: str | None) -> Any:
+def make_pnginfo(infotext: str | None, plan_json: str | None, extra: dict[str, str] | None = None) -> Any:
     """Pillow ``PngInfo`` with ``parameters`` (tEXt, or iTXt when not Latin-1, as A1111 writes it) and
-    ``iga_metadata`` (always iTXt: UTF-8, any text is safe)."""
+    ``iga_metadata`` (always iTXt: UTF-8, any text is safe); ``extra``: other tools' text chunks to keep beside them
+    (ComfyUI's ``prompt`` and ``workflow``), written as tEXt/iTXt like ``parameters``."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    for key, text in (("parameters", infotext), ("iga_metadata", plan_json)):
+    extra = dict(extra or {})
+    clash = sorted({"parameters", "iga_metadata"} & set(extra))
+    if clash:
+        raise ProvenanceError(f"extra PNG text {', '.join(clash)} would replace iga's own chunk; rename it")
+    for key, text in (("parameters", infotext), ("iga_metadata", plan_json), *extra.items()):
         if text is not None and len(text.encode("utf-8")) > MAX_TEXT_CHUNK - 100:
             raise ProvenanceError(f"the {key} text is {len(text.encode('utf-8'))} bytes; iga stores at most "
                                   f"{MAX_TEXT_CHUNK - 100} per chunk (a longer one would be refused when read back)")
@@ -259,4 +264,6 @@ def make_pnginfo(infotext: str | None, plan_json: str | None) -> Any:
         info.add_text("parameters", infotext)
     if plan_json is not None:
         info.add_itxt("iga_metadata", plan_json, zip=False)
+    for key, text in extra.items():
+        info.add_text(key, text)
     return info

@@ -38,15 +38,19 @@ def normalise_format(fmt: str) -> str:
     return FORMATS[key]
 
 
-def encode_image(image: Any, plan: dict[str, Any], fmt: str, fp: Any, quality: int = 95) -> None:
-    """Write ``image`` in ``fmt`` to the binary file ``fp`` with the plan's provenance embedded."""
+def encode_image(image: Any, plan: dict[str, Any], fmt: str, fp: Any, quality: int = 95,
+                 extra_text: dict[str, str] | None = None) -> None:
+    """Write ``image`` in ``fmt`` to the binary file ``fp`` with the plan's provenance embedded (``extra_text``: other
+    tools' PNG text chunks kept beside iga's, PNG only)."""
     from iga import __version__
 
     fmt = normalise_format(fmt)
     infotext = format_infotext(plan)
     if fmt == "png":
-        image.save(fp, "PNG", pnginfo=make_pnginfo(infotext, dump_plan(plan)))
+        image.save(fp, "PNG", pnginfo=make_pnginfo(infotext, dump_plan(plan), extra_text))
         return
+    if extra_text:
+        raise ProvenanceError(f"extra text chunks ({', '.join(extra_text)}) can be kept in PNG only, not {fmt}")
     software = f"iga {plan.get('iga_version') or __version__}"
     # ensure_ascii: ImageDescription is an ASCII field (see exif.py)
     plan_ascii = dump_plan(plan, ensure_ascii=True)
@@ -91,11 +95,13 @@ def publish(tmp: Path, folder: Path, name: str) -> Path:
 
 
 def save_image(image: Any, plan: Any, out_dir: str | os.PathLike[str], fmt: str = "png",
-               pattern: str | None = None, *, now: datetime | None = None, quality: int = 95) -> Path:
+               pattern: str | None = None, *, now: datetime | None = None, quality: int = 95,
+               extra_text: dict[str, str] | None = None) -> Path:
     """Save a PIL image with the plan embedded under a pattern-derived, never-clashing name; returns its path.
 
     ``plan``: a dict (or pydantic model) as described in ``iga.provenance``; it is stored whole. ``fmt``: png,
     jpg or webp. ``pattern``: see ``iga.provenance.filename`` (default: datetime-seed-model-sampler-...).
+    ``extra_text``: other tools' PNG text chunks to keep beside iga's (ComfyUI's ``prompt`` and ``workflow``).
     """
     data = plan_to_dict(plan)
     fmt = normalise_format(fmt)
@@ -106,7 +112,7 @@ def save_image(image: Any, plan: Any, out_dir: str | os.PathLike[str], fmt: str 
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # umask applies, as for any new file
     try:
         with os.fdopen(fd, "wb") as f:
-            encode_image(image, data, fmt, f, quality=quality)
+            encode_image(image, data, fmt, f, quality=quality, extra_text=extra_text)
             f.flush()
             os.fsync(f.fileno())
         path = publish(tmp, folder, name)
