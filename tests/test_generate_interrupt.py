@@ -70,12 +70,12 @@ def test_cli_interrupt_while_saving_leaves_only_whole_files(model_path, tmp_path
     real = save_mod.encode_image
     count = []
 
-    def encode(image, plan, fmt, fp, quality=95):
+    def encode(image, plan, fmt, fp, **passed):
         count.append(1)
         if len(count) == 2:
             fp.write(b"\x89PNG partial")  # half a file in the temp file, then Ctrl-C
             raise KeyboardInterrupt
-        real(image, plan, fmt, fp, quality=quality)
+        real(image, plan, fmt, fp, **passed)
 
     monkeypatch.setattr(save_mod, "encode_image", encode)
     out = tmp_path / "out"
