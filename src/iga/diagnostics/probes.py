@@ -76,7 +76,7 @@ class _Watch:
 def trace(model: Any, plan: Plan, *, every: int = 1, decoder: str = "auto") -> Trace:
     """Render a plan with x0 previews, locating the first non-finite value by component and step."""
     from iga.diagnostics.preview import PreviewStream
-    from iga.generate import encode, render
+    from iga.generate import encode, render, steps_run
     from iga.sampling.base import NonFiniteError, SamplingError
 
     backend = model.backend_for(plan)
@@ -86,7 +86,7 @@ def trace(model: Any, plan: Plan, *, every: int = 1, decoder: str = "auto") -> T
         return Trace(None, error=f"{type(e).__name__}: {e}")
     if not _finite(encoded):
         return Trace(None, non_finite=NonFinite("text encoder"), error="the prompt encoding is NaN/Inf")
-    stream = PreviewStream(backend, every=every, decoder=decoder, total=len(plan.sigmas) - 1)
+    stream = PreviewStream(backend, every=every, decoder=decoder, total=steps_run(plan))
     watch = _Watch(backend.raw_model)
     last: list[Any] = []
 
@@ -99,7 +99,8 @@ def trace(model: Any, plan: Plan, *, every: int = 1, decoder: str = "auto") -> T
     had, previous = "raw_model" in vars(backend), backend.raw_model
     backend.raw_model = watch  # an instance attribute shadows the method for this render only
     try:
-        images, _ = render(plan, backend, callback=callback, encoded=encoded)
+        images, _ = render(plan, backend, callback=callback, encoded=encoded,
+                           controlnets=model.controlnets_for(plan, backend), refiner=model.refiner_for(plan))
     except NonFiniteError as e:
         where = NonFinite("UNet", *watch.first) if watch.first else NonFinite("sampler", e.step + 1, e.sigma)
         return Trace(None, stream.frames, where, str(e))
