@@ -183,3 +183,15 @@ def test_replay_finds_a_moved_init_image_given_with_input(images, tmp_path, monk
     assert r.exit_code == 2 and "init image" in r.output and "--input FILE" in r.output, r.output
     r = cli(["replay", png, "--input", moved])
     assert r.exit_code == 0 and "identical" in r.output, r.output
+
+
+def test_previews_count_both_hires_passes_as_one_image(demo):
+    from iga.diagnostics.preview import PreviewStream
+    from iga.generate import passes_per_image, steps_run
+
+    plan = demo.plan(PROMPT, seed=1, batch=2, hires=1.5, hires_steps=14)
+    stream = PreviewStream(demo.backend_for(plan), total=steps_run(plan), passes=passes_per_image(plan))
+    demo.generate(plan=plan, callback=stream)
+    assert passes_per_image(plan) == 2 and {f.image for f in stream.frames} == {0, 1}
+    assert [f.step for f in stream.frames if f.image == 0] == list(range(1, steps_run(plan) + 1))
+    assert all(f.total == steps_run(plan) for f in stream.frames)

@@ -324,6 +324,11 @@ def at_hires_size(plan: Plan) -> Plan:
     return plan.model_copy(update={"width": plan.hires.width, "height": plan.hires.height})
 
 
+def passes_per_image(plan: Plan) -> int:
+    """Sampler runs per image: the first pass, plus a hires fix's and a refiner's (each restarts its step count)."""
+    return 1 + (plan.hires is not None) + (plan.refiner is not None)
+
+
 def steps_run(plan: Plan) -> int:
     """Sampler steps a plan runs per image, over all its passes (progress bars count these)."""
     return len(plan.sigmas) - 1 + (len(plan.hires.sigmas) - 1 if plan.hires is not None else 0)

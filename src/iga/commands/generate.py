@@ -144,9 +144,10 @@ def generate_cmd(
         stream = None
         if preview:
             from iga.diagnostics.preview import PreviewStream
-            from iga.generate import steps_run
+            from iga.generate import passes_per_image, steps_run
 
-            stream = PreviewStream(backend, every=preview_every, decoder=preview_decoder, total=steps_run(plan))
+            stream = PreviewStream(backend, every=preview_every, decoder=preview_decoder, total=steps_run(plan),
+                                   passes=passes_per_image(plan))
         t_sample = time.perf_counter()
         results = _run(m, plan, progress=sys.stderr.isatty() and not as_json, preview=stream)
     except KeyboardInterrupt:

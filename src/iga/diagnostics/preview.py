@@ -181,28 +181,33 @@ class PreviewStream:
     """A sampling callback that turns every ``every``-th step's x0 (and the last step's) into a PreviewFrame.
 
     Frames are appended to ``.frames`` and handed to ``on_frame``. Images of a batch are sampled one after
-    another; a step index of 0 starts the next image. ``total``: steps per image (``len(plan.sigmas) - 1``), used
-    to label frames and to recognise the last step of a schedule that does not end at sigma 0.
+    another, each in ``passes`` sampler runs (a hires fix or a refiner adds one; each run starts at step index 0),
+    and frames count steps over an image's passes. ``total``: steps per image (``iga.generate.steps_run``), used to
+    label frames and to recognise the last step of a schedule that does not end at sigma 0.
     """
 
     def __init__(self, backend: Any, *, every: int = 1, decoder: str = "auto",
                  on_frame: Callable[[PreviewFrame], None] | None = None, max_side: int = 256,
-                 total: int | None = None):
+                 total: int | None = None, passes: int = 1):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         self.every, self.on_frame, self.max_side, self.total = every, on_frame, max_side, total
         self.decode = make_decoder(backend, decoder)
         self.frames: list[PreviewFrame] = []
         self.steps_seen = 0
-        self._image = -1
+        self.passes = max(1, int(passes))
+        self._image, self._runs, self._step = -1, 0, 0
 
     def __call__(self, info: "StepInfo") -> None:
         import torch
 
         self.steps_seen += 1
         if info.i == 0:
-            self._image += 1
-        step = info.i + 1
+            if self._runs % self.passes == 0:
+                self._image, self._step = self._image + 1, 0
+            self._runs += 1
+        self._step += 1
+        step = self._step
         last = info.sigma_next <= 0 or step == self.total
         if step % self.every and not last:
             return
@@ -230,8 +235,10 @@ class PreviewRun:
 
     def __init__(self, model: Any, plan: Any, *, every: int = 1, decoder: str = "auto"):
         self.model, self.plan = model, plan
-        self.stream = PreviewStream(model.backend_for(plan), every=every, decoder=decoder,
-                                    total=len(plan.sigmas) - 1)
+        from iga.generate import passes_per_image, steps_run
+
+        self.stream = PreviewStream(model.backend_for(plan), every=every, decoder=decoder, total=steps_run(plan),
+                                    passes=passes_per_image(plan))
         self.images: list[Any] | None = None
         self.cancelled = False
         self._started = False

@@ -76,7 +76,7 @@ class _Watch:
 def trace(model: Any, plan: Plan, *, every: int = 1, decoder: str = "auto") -> Trace:
     """Render a plan with x0 previews, locating the first non-finite value by component and step."""
     from iga.diagnostics.preview import PreviewStream
-    from iga.generate import encode, render, steps_run
+    from iga.generate import encode, passes_per_image, render, steps_run
     from iga.sampling.base import NonFiniteError, SamplingError
 
     backend = model.backend_for(plan)
@@ -86,7 +86,8 @@ def trace(model: Any, plan: Plan, *, every: int = 1, decoder: str = "auto") -> T
         return Trace(None, error=f"{type(e).__name__}: {e}")
     if not _finite(encoded):
         return Trace(None, non_finite=NonFinite("text encoder"), error="the prompt encoding is NaN/Inf")
-    stream = PreviewStream(backend, every=every, decoder=decoder, total=steps_run(plan))
+    stream = PreviewStream(backend, every=every, decoder=decoder, total=steps_run(plan),
+                           passes=passes_per_image(plan))
     watch = _Watch(backend.raw_model)
     last: list[Any] = []
 

@@ -206,11 +206,11 @@ class _Reporter:
     Nobody watching, nothing is decoded: a script that only waits for its images pays nothing for previews."""
 
     def __init__(self, queue: "JobQueue", job: Job, backend: Any, interval: float):
-        from iga.generate import steps_run
+        from iga.generate import passes_per_image, steps_run
 
         self.queue, self.job, self.backend, self.interval = queue, job, backend, interval
-        self.steps = len(job.plan.sigmas) - 1  # of the first pass
         self.per_image = steps_run(job.plan)  # of all passes (a hires fix adds a second)
+        self.passes = passes_per_image(job.plan)
         self.stream = None
         self.last_preview = 0.0
 
@@ -228,8 +228,8 @@ class _Reporter:
             if self.stream is None:
                 from iga.diagnostics.preview import PreviewStream
 
-                self.stream = PreviewStream(self.backend, every=1, decoder="auto", total=self.steps,
-                                            on_frame=self._frame)
+                self.stream = PreviewStream(self.backend, every=1, decoder="auto", total=self.per_image,
+                                            passes=self.passes, on_frame=self._frame)
             self.stream(info)
 
     def _frame(self, frame: Any) -> None:
