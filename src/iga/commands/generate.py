@@ -117,6 +117,10 @@ def generate_cmd(
       iga generate "..." --model sd15.safetensors --sampler "DPM++ 2M Karras" --override sampler
       iga generate "a white ring on a red background" --preview --preview-every 2
       iga generate "a red star on a white background" --c2pa signer.pem   (C2PA Content Credentials)
+      iga generate "a yellow star on a black background" --init-image photo.png --denoise 0.6
+      iga generate "..." --init-image photo.png --mask mask.png --inpaint-area only_masked
+      iga generate "a red circle on a blue background" --hires 2 --hires-steps 10
+      iga generate "..." --model sd15.safetensors --lora style.safetensors:0.8
     """
     _check_output_options(fmt, preview_every, preview_decoder)
     credentials = _c2pa_credentials(c2pa) if c2pa is not None else None
