@@ -29,15 +29,16 @@ import argparse
 import base64
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from server_support import ServeProcess  # noqa: E402  (the one way tests and benches start `iga serve`)
 
 PAYLOAD = {"prompt": "a red circle on a blue background", "steps": 20, "cfg_scale": 7, "sampler_name": "Euler a",
            "scheduler": "automatic", "width": 512, "height": 512}
@@ -46,60 +47,11 @@ REQUEST_TIMEOUT = 300  # one request may wait behind a full queue on a slow mach
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-class Server:
-    """`iga serve` as a subprocess; its output goes to a log kept for the report of a failure."""
-
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "IGA_AUDIT_LOG": str(tmp / "audit.jsonl"),
-               "IGA_MODEL_INDEX": str(tmp / "models.json")}
-        env.pop("IGA_SERVE_TOKEN", None)  # a token in the caller's shell would turn every request into a 401
-        self.log_path = tmp / "server.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "iga.cli", "serve", "--port", str(self.port),
-                                      "--no-save"], env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, session) -> None:
-        import requests
-
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"iga serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if session.get(self.base + "/sdapi/v1/options", timeout=5).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"iga serve did not answer in {START_TIMEOUT} s:\n{self.log_tail()}")
-            time.sleep(0.25)  # the port opens once the app is built; nothing to wait on but the socket
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
 
 
 def txt2img(session, base: str, seed: int):
@@ -117,14 +69,13 @@ def has_image(r) -> bool:
         return False
 
 
-def warm_up(server: Server, n: int) -> None:
+def warm_up(server: ServeProcess, n: int) -> None:
     import requests
 
     with requests.Session() as s:
-        server.wait_ready(s)
         status, seconds, r = txt2img(s, server.base, 0)  # loads the model
         if status != 200 or not has_image(r):
-            raise SystemExit(f"warm-up request answered {status}: {r.text[:500]}\n{server.log_tail()}")
+            raise SystemExit(f"warm-up request answered {status}: {r.text[:500]}\n{server.log()}")
         print(f"first request (model load): {seconds:.2f} s", flush=True)
         for k in range(n):
             status, _, r = txt2img(s, server.base, k + 1)
@@ -229,7 +180,7 @@ def main() -> int:
         os.environ["IGA_AUDIT_LOG"] = str(Path(tmp) / "bench-audit.jsonl")  # the in-process side writes none,
         os.environ["IGA_MODEL_INDEX"] = str(Path(tmp) / "bench-models.json")  # but never into the user's files
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        server = Server(Path(tmp))
+        server = ServeProcess(Path(tmp), "--no-save", start_timeout=START_TIMEOUT)
         try:
             load_before = Path("/proc/loadavg").read_text().split()[0]
             warm_up(server, args.warmup)
@@ -238,7 +189,7 @@ def main() -> int:
             print(f"load: {args.clients} clients x {args.requests} requests ...", flush=True)
             counts, errors, wall, lat = load_run(server.base, args.clients, args.requests)
             if server.proc.poll() is not None:
-                raise SystemExit(f"iga serve died during the load run:\n{server.log_tail()}")
+                raise SystemExit(f"iga serve died during the load run:\n{server.log()}")
             rss_after = rss_mib(server.proc.pid)
             print(f"overhead: {args.pairs} pairs (HTTP, in-process) ...", flush=True)
             ov = overhead_run(server.base, args.pairs, warm=3, gap=args.gap, seed=7)
