@@ -46,7 +46,7 @@ from iga.checkpoint.header import SafetensorsHeader, TensorInfo, read_header
 
 ARCHITECTURES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux", "demo", "unknown")
 
-_CROSS_DIM = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+CROSS_ATTENTION_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 _ADM_IN = {2816: "sdxl", 2560: "sdxl_refiner"}
 _MODELSPEC_ARCH = {
     "stable-diffusion-v1": "sd1",
@@ -163,7 +163,7 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
             flow = _diffusers_flow_folder(p)
             if flow is not None:
                 return flow
-            unet = _diffusers_unet_file(p)
+            unet = diffusers_unet_file(p)
             if unet is None:
                 note = ("folder has no unet/ or transformer/diffusion_pytorch_model(.fp16).safetensors to read the "
                         "model layout from")
@@ -188,7 +188,7 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
         layout, flow_evidence, variant, components = flow
         evidence.extend(flow_evidence)
     else:
-        layout, unet_prefix = _unet_layout(tensors)
+        layout, unet_prefix = unet_layout(tensors)
         components = _components(tensors, layout)
         if unet_prefix is not None:
             evidence.extend(_unet_evidence(tensors, unet_prefix, layout, notes))
@@ -231,13 +231,13 @@ def detect_architecture(source: SafetensorsHeader | str | os.PathLike[str]) -> A
 INPAINT_CHANNELS = 9  # 4 latent + 1 mask + 4 masked-image latent channels: the "inpaint" variant of a family
 
 
-def _unet_conv_in(tensors: Mapping[str, TensorInfo], prefix: str, layout: str) -> TensorInfo | None:
+def unet_conv_in(tensors: Mapping[str, TensorInfo], prefix: str, layout: str) -> TensorInfo | None:
     return tensors.get(prefix + ("input_blocks.0.0.weight" if layout == "ldm" else "conv_in.weight"))
 
 
 def _unet_variant(tensors: Mapping[str, TensorInfo], prefix: str | None, layout: str) -> str | None:
     """ "inpaint" for a UNet that takes the mask and masked image as extra input channels, else None."""
-    conv_in = _unet_conv_in(tensors, prefix, layout) if prefix is not None else None
+    conv_in = unet_conv_in(tensors, prefix, layout) if prefix is not None else None
     if conv_in is not None and len(conv_in.shape) == 4 and conv_in.shape[1] == INPAINT_CHANNELS:
         return "inpaint"
     return None
@@ -246,7 +246,7 @@ def _unet_variant(tensors: Mapping[str, TensorInfo], prefix: str | None, layout:
 def prediction_hints(header: SafetensorsHeader) -> list[PredictionHint]:
     """Every prediction-type hint in the header's marker tensors and metadata, each with its source."""
     names = {t.name: t for t in header.tensors}
-    return hints_from(names.keys(), header.metadata, lambda name: _read_scalar(header, names.get(name)))
+    return hints_from(names.keys(), header.metadata, lambda name: read_scalar(header, names.get(name)))
 
 
 def hints_from(names: Collection[str], md: Mapping[str, str],
@@ -305,7 +305,7 @@ def _word_hints(value: str, source: str) -> list[PredictionHint]:
     return out
 
 
-def _unet_layout(tensors: Mapping[str, TensorInfo]) -> tuple[str, str | None]:
+def unet_layout(tensors: Mapping[str, TensorInfo]) -> tuple[str, str | None]:
     if any(n.startswith("model.diffusion_model.") for n in tensors):
         return "ldm", "model.diffusion_model."
     for prefix in ("", "unet."):
@@ -337,11 +337,11 @@ def _unet_evidence(tensors: Mapping[str, TensorInfo], prefix: str, layout: str, 
             dims[t.shape[1]] += 1
             example.setdefault(t.shape[1], name)
     adm = tensors.get(prefix + ("label_emb.0.0.weight" if layout == "ldm" else "add_embedding.linear_1.weight"))
-    conv_in = _unet_conv_in(tensors, prefix, layout)
+    conv_in = unet_conv_in(tensors, prefix, layout)
     adm_in = adm.shape[1] if adm is not None and len(adm.shape) == 2 else None
     for dim, count in dims.items():
         name = example[dim]
-        suggests = _CROSS_DIM.get(dim)
+        suggests = CROSS_ATTENTION_WIDTHS.get(dim)
         if dim == 1280 and adm_in is not None:
             suggests = "sdxl_refiner"
         detail = f"cross-attention width {dim} ({count} attn2.to_k layers)"
@@ -430,7 +430,7 @@ def _diffusers_flow_folder(folder: str) -> ArchitectureInfo | None:
                             components=parts)
 
 
-def _diffusers_unet_file(folder: str) -> str | None:
+def diffusers_unet_file(folder: str) -> str | None:
     """The UNet's (or, for SD3/Flux folders, the transformer's) weights file; the first shard of a sharded one."""
     for sub in ("unet", "transformer"):
         for name in (
@@ -525,7 +525,7 @@ def _flow_diffusers(tensors: Mapping[str, TensorInfo]) -> tuple[str, str, str, l
     return None
 
 
-def _read_scalar(header: SafetensorsHeader, t: TensorInfo | None) -> float | None:
+def read_scalar(header: SafetensorsHeader, t: TensorInfo | None) -> float | None:
     """Value of a one-element float tensor (reads at most 8 bytes), or None."""
     if t is None or header.path is None or t.numel != 1 or t.dtype not in ("F16", "BF16", "F32", "F64"):
         return None

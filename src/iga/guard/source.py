@@ -133,11 +133,11 @@ def folder_variant(folder: str, architecture: str) -> str | None:
     from iga.checkpoint.architecture import INPAINT_CHANNELS
 
     if architecture in ("sd1", "sd2", "sdxl"):
-        unet = _read_config(Path(folder) / "unet" / "config.json")
+        unet = read_config(Path(folder) / "unet" / "config.json")
         return "inpaint" if unet.get("in_channels") == INPAINT_CHANNELS else None
     if architecture != "flux":
         return None
-    cfg = _read_config(Path(folder) / "transformer" / "config.json")
+    cfg = read_config(Path(folder) / "transformer" / "config.json")
     return "dev" if cfg.get("guidance_embeds") else "schnell"
 
 
@@ -149,11 +149,11 @@ def flow_training_schedule(path: str, architecture: str, variant: str | None) ->
     family = flow_family(architecture, variant)
     if family is None:
         return None
-    cfg = _read_config(Path(path) / "scheduler" / "scheduler_config.json") if os.path.isdir(path) else {}
+    cfg = read_config(Path(path) / "scheduler" / "scheduler_config.json") if os.path.isdir(path) else {}
     if not cfg:
         return dict(FLOW_SCHEDULES[family])
     if cfg.get("use_dynamic_shifting"):
-        blocks = _read_config(Path(path) / "vae" / "config.json").get("block_out_channels") or [0] * 4
+        blocks = read_config(Path(path) / "vae" / "config.json").get("block_out_channels") or [0] * 4
         return {"kind": "flow", "dynamic_shift": {  # a token is a 2x2 patch of latents: VAE factor x 2 pixels
             "base_shift": float(cfg.get("base_shift", 0.5)), "max_shift": float(cfg.get("max_shift", 1.15)),
             "base_seq_len": int(cfg.get("base_image_seq_len", 256)),
@@ -188,7 +188,7 @@ def declared_training_schedule(path: str) -> dict | None:
 _MAX_CONFIG_BYTES = 1 << 20
 
 
-def _read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict:
     """A small JSON config file as a dict ({} when missing, oversized or not a JSON object)."""
     import json
 
@@ -209,19 +209,19 @@ def folder_markers(folder: str | os.PathLike[str]) -> tuple[str, str | None]:
     or 1024-wide cross-attention -> sd2; else sd1. Prediction type from scheduler/scheduler_config.json.
     """
     root = Path(folder)
-    index = _read_config(root / "model_index.json")
+    index = read_config(root / "model_index.json")
     flow = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}.get(str(index.get("_class_name", "")))
     if flow is not None:  # rectified-flow models: the pipeline class names the family, prediction is always flow
         return flow, "flow"
     if not str(index.get("_class_name", "")).startswith("StableDiffusion"):
         return "unknown", None
-    te = _read_config(root / "text_encoder" / "config.json")
-    unet = _read_config(root / "unet" / "config.json")
+    te = read_config(root / "text_encoder" / "config.json")
+    unet = read_config(root / "unet" / "config.json")
     if index.get("text_encoder_2") not in (None, [None, None]):  # no CLIP-L beside bigG: the SDXL refiner
         arch = "sdxl" if index.get("text_encoder") not in (None, [None, None]) else "sdxl_refiner"
     elif te.get("hidden_act") == "gelu" or unet.get("cross_attention_dim") == 1024:
         arch = "sd2"
     else:
         arch = "sd1"
-    raw = _read_config(root / "scheduler" / "scheduler_config.json").get("prediction_type", "epsilon")
+    raw = read_config(root / "scheduler" / "scheduler_config.json").get("prediction_type", "epsilon")
     return arch, {"epsilon": "eps", "v_prediction": "v"}.get(str(raw))

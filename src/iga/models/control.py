@@ -75,9 +75,9 @@ class ControlInfo:
     @property
     def architecture(self) -> str | None:
         """sd1/sd2/sdxl from its cross-attention width, None when the width is not a released family's."""
-        from iga.checkpoint.architecture import _CROSS_DIM
+        from iga.checkpoint.architecture import CROSS_ATTENTION_WIDTHS
 
-        return _CROSS_DIM.get(self.shape.cross_attention or -1)
+        return CROSS_ATTENTION_WIDTHS.get(self.shape.cross_attention or -1)
 
 
 def weights_and_config(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -108,7 +108,7 @@ def read_control(path: str | os.PathLike[str]) -> ControlInfo:
     """Describe a ControlNet; ControlError (one line: the file, what is wrong, the fix) for anything else."""
     from iga.checkpoint import CheckpointError, read_header
     from iga.checkpoint.hashing import file_sha256
-    from iga.guard.source import _read_config
+    from iga.guard.source import read_config
 
     weights, config_path = weights_and_config(path)
     try:
@@ -123,7 +123,7 @@ def read_control(path: str | os.PathLike[str]) -> ControlInfo:
     if "controlnet_cond_embedding.conv_in.weight" not in names or "controlnet_mid_block.weight" not in names:
         raise ControlError(f"ControlNet {weights}: no diffusers ControlNet tensors (controlnet_cond_embedding.*, "
                            "controlnet_mid_block.*); is it a checkpoint, a LoRA or another adapter?")
-    config = _read_config(config_path)
+    config = read_config(config_path)
     if config.get("_class_name") != "ControlNetModel":
         raise ControlError(f"ControlNet {weights}: {config_path} is not a diffusers ControlNetModel config "
                            f"(_class_name {config.get('_class_name')!r}); only ControlNetModel is supported")
@@ -142,13 +142,13 @@ def unet_shape(header: Any, prefix: str, layout: str = "diffusers") -> UnetShape
     """The widths that decide fit, from a header's UNet (or ControlNet) tensors under ``prefix``."""
     from collections import Counter
 
-    from iga.checkpoint.architecture import _unet_conv_in
+    from iga.checkpoint.architecture import unet_conv_in
 
     cross = Counter(int(t.shape[1]) for t in header.tensors
                     if t.name.startswith(prefix) and t.name.endswith("attn2.to_k.weight") and len(t.shape) == 2)
     tensors = {t.name: t for t in header.tensors}
     adm = tensors.get(prefix + ("label_emb.0.0.weight" if layout == "ldm" else "add_embedding.linear_1.weight"))
-    conv = _unet_conv_in(tensors, prefix, layout)
+    conv = unet_conv_in(tensors, prefix, layout)
     return UnetShape(cross_attention=cross.most_common(1)[0][0] if cross else None,
                      added_input=int(adm.shape[1]) if adm is not None and len(adm.shape) == 2 else None,
                      width=int(conv.shape[0]) if conv is not None and len(conv.shape) == 4 else None)
@@ -157,14 +157,14 @@ def unet_shape(header: Any, prefix: str, layout: str = "diffusers") -> UnetShape
 def base_unet_shape(model_path: str | os.PathLike[str]) -> UnetShape | None:
     """The base model's UNet widths (a single file or a diffusers folder's unet/); None when there is no UNet."""
     from iga.checkpoint import read_header
-    from iga.checkpoint.architecture import _diffusers_unet_file, _unet_layout
+    from iga.checkpoint.architecture import diffusers_unet_file, unet_layout
 
     p = os.fspath(model_path)
-    file = _diffusers_unet_file(p) if os.path.isdir(p) else p
+    file = diffusers_unet_file(p) if os.path.isdir(p) else p
     if file is None or not file.endswith(".safetensors") or "transformer" in Path(file).parts:
         return None
     header = read_header(file)
-    layout, prefix = _unet_layout({t.name: t for t in header.tensors})
+    layout, prefix = unet_layout({t.name: t for t in header.tensors})
     return None if prefix is None else unet_shape(header, prefix, layout)
 
 
@@ -193,10 +193,10 @@ def load_controlnet(path: str | os.PathLike[str], device: Any, dtype: Any) -> An
     from diffusers import ControlNetModel
     from safetensors.torch import load_file
 
-    from iga.guard.source import _read_config
+    from iga.guard.source import read_config
 
     weights, config_path = weights_and_config(path)
-    config = {k: v for k, v in _read_config(config_path).items() if not k.startswith("_")}
+    config = {k: v for k, v in read_config(config_path).items() if not k.startswith("_")}
     try:
         with torch.device("meta"):
             net = ControlNetModel.from_config(config)

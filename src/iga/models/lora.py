@@ -164,7 +164,7 @@ def _trained_for(info: LoraInfo, md: dict[str, str], header: Any) -> None:
 
 def _tensor_evidence(header: Any, targets: list[str]) -> list[Any]:
     """SDXL's second text encoder, or the cross-attention width a key/value projection reads (768/1024/2048)."""
-    from iga.checkpoint.architecture import _CROSS_DIM
+    from iga.checkpoint.architecture import CROSS_ATTENTION_WIDTHS
     from iga.interop.draft import Evidence
 
     if "text_encoder_2" in targets:
@@ -173,7 +173,7 @@ def _tensor_evidence(header: Any, targets: list[str]) -> list[Any]:
         n = t.name
         down = "lora_down" in n or "lora_A" in n or "lora.down" in n
         if down and "attn2" in n and ("to_k" in n or "to_v" in n) and len(t.shape) == 2:
-            arch = _CROSS_DIM.get(int(t.shape[1]))
+            arch = CROSS_ATTENTION_WIDTHS.get(int(t.shape[1]))
             if arch:
                 return [Evidence("architecture", arch, "detected", f"cross-attention width {t.shape[1]} ({n})", 0.7)]
     return []
@@ -191,9 +191,9 @@ def _rank_alpha(header: Any, md: dict[str, str]) -> tuple[int | None, float | No
 
 
 def _first_alpha(header: Any) -> float | None:
-    from iga.checkpoint.architecture import _read_scalar  # reads the few bytes of a scalar, no torch
+    from iga.checkpoint.architecture import read_scalar  # reads the few bytes of a scalar, no torch
 
-    return next((_read_scalar(header, t) for t in header.tensors if t.name.endswith(".alpha")), None)
+    return next((read_scalar(header, t) for t in header.tensors if t.name.endswith(".alpha")), None)
 
 
 def load_lora_tensors(path: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from iga.checkpoint.architecture import CROSS_ATTENTION_WIDTHS
 from iga.checkpoint.hashing import folder_weights_files
 
 KINDS = ("checkpoint", "vae", "lora", "controlnet")
@@ -36,7 +37,6 @@ _LORA_MARKS = ("lora_up.", "lora_down.", ".lora_A.", ".lora_B.", "hada_w1", "lok
 _CONTROL_MARKS = ("control_model.", "input_hint_block.", "controlnet_cond_embedding.", "controlnet_down_blocks.")
 _VAE_PREFIXES = ("", "first_stage_model.", "vae.")
 _LATENT_FAMILIES = {4: "sd1/sd2/sdxl", 16: "sd3/flux"}  # VAE latent channels -> the families it decodes for
-_CROSS_ATTENTION = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def _lora_architecture(names: list[str], md: dict[str, str]) -> str:
 def _cross_attention_family(header: Any) -> str | None:
     for t in header.tensors:
         if t.name.endswith("attn2.to_k.weight") and len(t.shape) == 2:
-            return _CROSS_ATTENTION.get(t.shape[1])
+            return CROSS_ATTENTION_WIDTHS.get(t.shape[1])
     return None
 
 
@@ -239,7 +239,7 @@ def _pick_id(recipe_id: str | None, md: dict[str, str], stem: str) -> str:
 
 def _classify_folder(folder: Path) -> Entry | None:
     """A diffusers folder: a pipeline (checkpoint), or an AutoencoderKL / ControlNetModel component."""
-    from iga.guard.source import _read_config, folder_markers
+    from iga.guard.source import read_config, folder_markers
 
     if not folder_weights_files(folder):
         return None  # only safetensors weights are ever loaded
@@ -248,13 +248,13 @@ def _classify_folder(folder: Path) -> Entry | None:
         recipe_id, has_recipe = _recipe_id(folder)
         return Entry(id=recipe_id or folder.name, kind="checkpoint", architecture=arch, path=str(folder),
                      format="diffusers", recipe=has_recipe)
-    config = _read_config(folder / "config.json")
+    config = read_config(folder / "config.json")
     cls = config.get("_class_name")
     if cls == "AutoencoderKL":
         arch = _LATENT_FAMILIES.get(config.get("latent_channels", 4), "unknown")
         return Entry(id=folder.name, kind="vae", architecture=arch, path=str(folder), format="diffusers")
     if cls == "ControlNetModel":
-        arch = _CROSS_ATTENTION.get(config.get("cross_attention_dim"), "unknown")  # type: ignore[arg-type]
+        arch = CROSS_ATTENTION_WIDTHS.get(config.get("cross_attention_dim"), "unknown")  # type: ignore[arg-type]
         return Entry(id=folder.name, kind="controlnet", architecture=arch, path=str(folder), format="diffusers")
     return None
 
