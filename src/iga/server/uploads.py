@@ -25,7 +25,6 @@ from iga.server.service import ApiError
 
 INPUTS_FOLDER = "inputs"  # under the server's output folder
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_FORMATS = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"))  # WebP: RIFF....WEBP, checked apart
 # a file name where base64 belongs: base64 has no "~", ".", "\\" or ":"; a JPEG's base64 starts with "/9j/"
 _PATH_LIKE = re.compile(r"^(~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|file:|/(?!9j/))|[\\]|\.[A-Za-z0-9]{2,5}$")
 
@@ -53,10 +52,15 @@ def _not_a_path(data: str) -> str:
 
 
 def image_format(data: bytes) -> str | None:
-    """The file extension of an upload's format, or None for any format uploads do not take."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return next((ext for magic, ext in _FORMATS if data.startswith(magic)), None)
+    """The file extension of an upload's format (provenance's one format sniffer), or None for any format uploads
+    do not take."""
+    from iga.provenance.errors import ProvenanceError
+    from iga.provenance.read import detect_format
+
+    try:
+        return {"png": "png", "jpeg": "jpg", "webp": "webp"}[detect_format(data[:12])]
+    except ProvenanceError:
+        return None
 
 
 class Uploads:
