@@ -40,10 +40,10 @@ def test_model_only_trains_steps_exports_and_resumes(app, tmp_path):
     res = CliRunner().invoke(app, [*args, "--steps", "1"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index("{"):])
-    assert summary["steps"] == 1 and (tmp_path / "iga-demo-v1.safetensors").is_file()
+    assert summary["stages"][0]["steps"] == 1 and (tmp_path / "iga-demo-v1.safetensors").is_file()
     assert not (tmp_path / "iga-demo-judge-v1.safetensors").exists()
     res2 = CliRunner().invoke(app, [*args, "--steps", "2"])  # resumes by default
-    assert json.loads(res2.output[res2.output.index("{"):])["steps"] == 2
+    assert json.loads(res2.output[res2.output.index("{"):])["stages"][0]["steps"] == 2
 
 
 def test_judge_only_with_model_only_is_refused(app, tmp_path):

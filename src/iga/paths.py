@@ -6,8 +6,15 @@ import os
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-DEMO_MODEL = DATA_DIR / "demo" / "iga-demo-v1.safetensors"
-DEMO_JUDGE = DATA_DIR / "demo" / "iga-demo-judge-v1.safetensors"
+DEMO_DIR = DATA_DIR / "demo"
+DEMO_MODEL = DEMO_DIR / "iga-demo-v1.safetensors"
+DEMO_JUDGE = DEMO_DIR / "iga-demo-judge-v1.safetensors"
+
+
+def bundled_models() -> tuple[Path, ...]:
+    """The model files shipped with iga (checkpoints and VAEs; the judge is not a model), default model first."""
+    others = sorted(p for p in DEMO_DIR.glob("*.safetensors") if p not in (DEMO_MODEL, DEMO_JUDGE))
+    return (DEMO_MODEL, *others)
 
 
 def user_file(env: str, kind: str, name: str) -> Path:

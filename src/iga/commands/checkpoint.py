@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
+from iga.commands.guard import model_named
 from iga.provenance.jsonutil import dumps_strict
 
 INSPECT_SCHEMA = "iga.inspect/1"
@@ -31,7 +32,8 @@ def register(app: typer.Typer) -> None:
 
 
 def inspect_command(
-    path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint")],
+    path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint, a diffusers folder or a model id "
+                                         "(iga-demo-flow-v1)", callback=model_named)],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (schema iga.inspect/1)")] = False,
     with_hash: Annotated[
         bool, typer.Option("--hash", help="also compute SHA-256 of the weights and of the file (reads the whole file)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -17,27 +17,40 @@ demo_app = typer.Typer(help="The bundled demo model (32x32 shapes): train it, ju
 
 @demo_app.command("train")
 def train_cmd(
+    model: Annotated[str, typer.Option("--model", help="which demo model: pixel (the bundled default, v-prediction), "
+                                       "latent (miniature SD1: VAE, CLIP, eps UNet) or flow (rectified flow)")
+                     ] = "pixel",
     out: Annotated[Path, typer.Option(help="folder for checkpoints and the exported files")] = Path("runs/demo"),
-    max_minutes: Annotated[float, typer.Option(help="time budget of the diffusion model (LR decays over it)")] = 75,
-    steps: Annotated[Optional[int], typer.Option(help="train exactly this many steps instead of a time budget")] = None,
-    batch: Annotated[int, typer.Option(help="batch size")] = 64,
+    max_minutes: Annotated[Optional[float], typer.Option(help="time budget of the main stage (LR decays over it); "
+                                                         "pixel default 75, latent and flow train fixed steps")
+                           ] = None,
+    steps: Annotated[Optional[int], typer.Option(help="train exactly this many steps (the main stage)")] = None,
+    vae_steps: Annotated[Optional[int], typer.Option(help="latent: steps of each VAE stage")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="batch size (default: the shipped run's)")] = None,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
-    resume: Annotated[bool, typer.Option(help="continue from the checkpoint in --out")] = True,
     judge_steps: Annotated[int, typer.Option(help="training steps of the judge (0: skip the judge)")] = 1500,
     model_steps_only: Annotated[bool, typer.Option("--model-only", help="skip the judge")] = False,
     judge_only: Annotated[bool, typer.Option("--judge-only", help="train and export only the judge")] = False,
 ) -> None:
-    """Train the demo diffusion model and its judge from scratch (or resume), then export both.
+    """Train a demo model (and the judge) from scratch, or continue: rerunning the same command resumes.
 
-    Writes OUT/ckpt/ (resumable: weights, EMA, optimizer moments as safetensors + state.json), and
-    OUT/iga-demo-v1.safetensors, OUT/iga-demo-judge-v1.safetensors. Copy them to src/iga/data/demo/ and embed
-    the recipe (examples/recipes/demo.json) with `iga embed` to ship them.
+    pixel: OUT/ckpt/ -> OUT/iga-demo-v1.safetensors (and OUT/iga-demo-judge-v1.safetensors).
+    latent: three stages, each resumable -- OUT/vae-ckpt/ -> OUT/vae/ (the autoencoder), OUT/vae-warm-ckpt/ ->
+    OUT/iga-demo-latent-vae-warm-v1.safetensors (a decoder fine-tuned to shifted colours), OUT/diffusion-ckpt/ ->
+    OUT/iga-demo-latent-v1.safetensors + the diffusers folder OUT/iga-demo-latent-v1/ + the VAE alone.
+    flow: OUT/flow-ckpt/ -> OUT/iga-demo-flow-v1.safetensors.
+    Every random draw of step k is seeded by (seed, k): a resumed run equals an uninterrupted one. To ship, copy
+    the exports to src/iga/data/demo/ and embed the recipe with `iga embed`.
     """
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from iga.demo.trainer import TrainConfig, Trainer, export_judge, train_judge
+    from iga.demo.runs import MODELS, Limits, train
+    from iga.demo.trainer import export_judge, train_judge
 
+    if model not in MODELS:
+        typer.echo(f"error: unknown --model {model!r}; use one of {', '.join(MODELS)}", err=True)
+        raise typer.Exit(2)
     if judge_only and (model_steps_only or not judge_steps):
         typer.echo("error: --judge-only needs the judge: drop --model-only and keep --judge-steps above 0", err=True)
         raise typer.Exit(2)
@@ -46,20 +59,29 @@ def train_cmd(
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
     with Progress(*cols, disable=not sys.stderr.isatty()) as bar:
-        if judge_steps and not model_steps_only:
+        if judge_steps and not model_steps_only and (model == "pixel" or judge_only):
             task = bar.add_task("judge", total=judge_steps, loss=0.0)
             judge, acc = train_judge(steps=judge_steps, progress=lambda s, l: bar.update(task, completed=s, loss=l))
             export_judge(judge, out / "iga-demo-judge-v1.safetensors", acc)
             typer.echo(f"judge accuracy on fresh images: {json.dumps(acc)}")
         if judge_only:
             return
-        cfg = TrainConfig(seed=seed, batch=batch, max_steps=steps, max_minutes=max_minutes)
-        trainer = Trainer(out / "ckpt", cfg, resume=resume)
-        total = steps or 0
-        task = bar.add_task("diffusion", total=total or None, loss=0.0)
-        summary = trainer.run(lambda s, l, e: bar.update(task, completed=s, loss=l))
-    path = trainer.export(out / "iga-demo-v1.safetensors")
-    typer.echo(dumps_strict({"schema": "iga.demo-train/1", **summary, "model": str(path)}, indent=2))
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, step: int, total: Optional[int], loss: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, loss=0.0)
+            bar.update(tasks[stage], completed=step, loss=loss)
+            if bar.disable and step % 100 == 0:  # a log file still shows how far it got
+                print(f"{stage} step {step}/{total or '?'} loss {loss:.4f}", file=sys.stderr, flush=True)
+
+        try:
+            stages = train(model, out, Limits(steps=steps, vae_steps=vae_steps, max_minutes=max_minutes,
+                                              batch=batch, seed=seed), progress)
+        except ValueError as e:  # a checkpoint folder of another model
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(dumps_strict({"schema": "iga.demo-train/2", "model": model, "stages": stages}, indent=2))
 
 
 @demo_app.command("judge")

@@ -13,8 +13,24 @@ import typer
 
 from iga.provenance.jsonutil import dumps_strict
 
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="checkpoint (.safetensors or diffusers "
-                                                  "folder); default: the bundled demo model")]
+
+
+def model_named(value: Optional[Path]) -> Optional[Path]:
+    """Typer callback: a model path as given, or a store id / bundled name (``iga-demo-latent-v1``) as its path."""
+    from iga.store import ModelNotFound, StoreConfigError, model_path
+
+    if value is None:
+        return None
+    try:
+        return model_path(value)
+    except (ModelNotFound, StoreConfigError) as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", callback=model_named,
+                                                  help="checkpoint (.safetensors or diffusers folder) or a model id "
+                                                  "(iga-demo-latent-v1, `iga models`); default: the bundled demo "
+                                                  "model")]
 PresetOpt = Annotated[Optional[str], typer.Option(help="a preset from the model's recipe, e.g. Quality or Fast")]
 SamplerOpt = Annotated[Optional[str], typer.Option(help="any spelling: dpmpp_2m, 'DPM++ 2M', 'DPM++ 2M Karras' "
                                                    "(also sets the schedule)")]

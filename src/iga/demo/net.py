@@ -122,7 +122,8 @@ class Judge(nn.Module):
 
 
 def config_json(unet_cfg: dict[str, Any], text_cfg: dict[str, Any], vocab: list[str],
-                training_schedule: dict[str, Any]) -> str:
+                training_schedule: dict[str, Any], prediction_type: str = "v") -> str:
     """The `iga.demo.config` metadata value: everything needed to rebuild the networks."""
     return json.dumps({"unet": unet_cfg, "text_encoder": text_cfg, "vocab": vocab,
-                       "training_schedule": training_schedule, "prediction_type": "v"}, sort_keys=True)
+                       "training_schedule": training_schedule, "prediction_type": prediction_type},
+                      sort_keys=True)

@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -78,12 +78,22 @@ def _lr(cfg: TrainConfig, step: int, elapsed: float) -> float:
     return cfg.lr * warm * max(0.05, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
+def step_generator(cfg: TrainConfig, step: int) -> torch.Generator:
+    """The generator of every random draw of step ``step`` (besides the images): resume-exact by construction."""
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+
+
+def dropped_prompts(prompts: list[str], g: torch.Generator) -> list[str]:
+    """Classifier-free-guidance dropout: each prompt becomes the empty prompt with probability CFG_DROPOUT."""
+    drop = torch.rand(len(prompts), generator=g) < CFG_DROPOUT
+    return ["" if d else p for d, p in zip(drop.tolist(), prompts)]
+
+
 def _step_batch(cfg: TrainConfig, step: int, ab: torch.Tensor):
     """Everything random about step ``step``: images, prompts (with CFG dropout), timesteps, noise."""
     b = data.batch_for_step(cfg.seed, step, cfg.batch)
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    drop = torch.rand(cfg.batch, generator=g) < CFG_DROPOUT
-    prompts = ["" if d else p for d, p in zip(drop.tolist(), b.prompts)]
+    g = step_generator(cfg, step)
+    prompts = dropped_prompts(b.prompts, g)
     t = torch.randint(0, ab.shape[0], (cfg.batch,), generator=g)
     eps = torch.randn(cfg.batch, 3, data.SIZE, data.SIZE, generator=g)
     x0 = torch.from_numpy(b.images)
@@ -92,21 +102,76 @@ def _step_batch(cfg: TrainConfig, step: int, ab: torch.Tensor):
     return prompts, t, a * x0 + s * eps, a * eps - s * x0
 
 
-class Trainer:
-    """Diffusion training with EMA, checkpoint and resume."""
+class Task(Protocol):
+    """What one model's training needs: its network, the loss of step k (a pure function of seed and k, so a
+    resumed run equals an uninterrupted one) and the shipped file(s)."""
 
-    def __init__(self, out: str | os.PathLike[str], cfg: TrainConfig, resume: bool = False):
+    name: str
+
+    def build(self) -> nn.Module: ...
+
+    def loss(self, model: nn.Module, cfg: TrainConfig, step: int) -> torch.Tensor: ...
+
+    def export(self, ema: nn.Module, path: Path, training: dict[str, Any]) -> Path: ...
+
+
+class PixelTask:
+    """The bundled pixel-space model: v-prediction on the linear schedule."""
+
+    name = "pixel"
+
+    def __init__(self) -> None:
+        self.ab = alphas_cumprod()
+
+    def build(self) -> nn.Module:
+        return DemoModel()
+
+    def loss(self, model: nn.Module, cfg: TrainConfig, step: int) -> torch.Tensor:
+        prompts, t, xt, v = _step_batch(cfg, step, self.ab)
+        states, pooled = model.encode(prompts)
+        return torch.nn.functional.mse_loss(model(xt, t, states, pooled), v)
+
+    def export(self, ema: nn.Module, path: Path, training: dict[str, Any]) -> Path:
+        return export_demo_file(ema, path, training, prediction_type="v", schedule=TRAINING_SCHEDULE,
+                                architecture="iga-demo-v1", title="iga demo shapes v1")
+
+
+def export_demo_file(ema: nn.Module, path: Path, training: dict[str, Any], *, prediction_type: str,
+                     schedule: dict[str, Any], architecture: str, title: str) -> Path:
+    """Write a pixel-space demo model (EMA weights + config metadata) as one .safetensors file."""
+    from iga.models.export import save_safetensors
+
+    tensors = {f"demo.unet.{k}": v.contiguous() for k, v in ema.unet.state_dict().items()}
+    tensors.update({f"demo.text_encoder.{k}": v.contiguous() for k, v in ema.text_encoder.state_dict().items()})
+    meta = {
+        "iga.architecture": "demo",
+        "iga.demo.config": config_json(unet_config(), ema.text_encoder.config, ema.vocab, schedule,
+                                       prediction_type),
+        "iga.demo.training": json.dumps(training),
+        "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": architecture,
+        "modelspec.implementation": "diffusers", "modelspec.title": title,
+        "modelspec.prediction_type": prediction_type, "modelspec.resolution": f"{data.SIZE}x{data.SIZE}",
+    }
+    return save_safetensors(path, tensors, meta)
+
+
+class Trainer:
+    """Training with EMA, checkpoint and resume; what is trained and how is the task's (default: pixel)."""
+
+    def __init__(self, out: str | os.PathLike[str], cfg: TrainConfig, resume: bool = False,
+                 task: Task | None = None):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.task = task or PixelTask()
         torch.manual_seed(cfg.seed)
-        self.model = DemoModel()
-        self.ema = DemoModel()
+        self.model = self.task.build()
+        self.ema = self.task.build()
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
         self.cfg = cfg
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         self.step, self.elapsed, self.losses = 0, 0.0, []
-        self.ab = alphas_cumprod()
         if resume and (self.out / "state.json").exists():
             self._load()
 
@@ -121,12 +186,10 @@ class Trainer:
 
     def save(self) -> None:
         """Write the resumable checkpoint atomically (weights first, then the JSON that points at them)."""
-        from safetensors.torch import save_file
+        from iga.models.export import save_safetensors
 
-        tmp = self.out / "ckpt.safetensors.tmp"
-        save_file(self._tensors(), str(tmp))
-        os.replace(tmp, self.out / "ckpt.safetensors")
-        state = {"step": self.step, "elapsed": self.elapsed, "config": self.cfg.__dict__,
+        save_safetensors(self.out / "ckpt.safetensors", self._tensors())
+        state = {"task": self.task.name, "step": self.step, "elapsed": self.elapsed, "config": self.cfg.__dict__,
                  "param_groups": [{k: v for k, v in g.items() if k != "params"}
                                   for g in self.opt.state_dict()["param_groups"]],
                  "recent_loss": float(np.mean(self.losses[-100:])) if self.losses else None}
@@ -138,6 +201,9 @@ class Trainer:
         from safetensors.torch import load_file
 
         state = json.loads((self.out / "state.json").read_text())
+        if state.get("task", "pixel") != self.task.name:
+            raise ValueError(f"{self.out} holds a checkpoint of the {state.get('task', 'pixel')!r} model, not "
+                             f"{self.task.name!r}; use another --out folder or the matching --model")
         t = load_file(str(self.out / "ckpt.safetensors"))
         self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
         self.ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
@@ -157,20 +223,18 @@ class Trainer:
     def train_step(self) -> float:
         """One optimisation step; returns the loss."""
         cfg = self.cfg
-        prompts, t, xt, v = _step_batch(cfg, self.step, self.ab)
         for g in self.opt.param_groups:
             g["lr"] = _lr(cfg, self.step, self.elapsed)
-        states, pooled = self.model.encode(prompts)
-        pred = self.model(xt, t, states, pooled)
-        loss = torch.nn.functional.mse_loss(pred, v)
+        loss = self.task.loss(self.model, cfg, self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
-                pe.lerp_(pm, 1 - decay)
+                if pm.requires_grad:
+                    pe.lerp_(pm, 1 - decay)
         self.step += 1
         value = float(loss.detach())
         self.losses.append(value)
@@ -198,28 +262,10 @@ class Trainer:
                 "final_loss": float(np.mean(self.losses[-100:])) if self.losses else None}
 
     def export(self, path: str | os.PathLike[str]) -> Path:
-        """Write the shipped model: EMA weights + config metadata, one .safetensors file."""
-        from safetensors.torch import save_file
-
-        tensors = {f"demo.unet.{k}": v.contiguous() for k, v in self.ema.unet.state_dict().items()}
-        tensors.update({f"demo.text_encoder.{k}": v.contiguous()
-                        for k, v in self.ema.text_encoder.state_dict().items()})
-        meta = {
-            "iga.architecture": "demo",
-            "iga.demo.config": config_json(unet_config(), self.ema.text_encoder.config, self.ema.vocab,
-                                           TRAINING_SCHEDULE),
-            "iga.demo.training": json.dumps({"steps": self.step, "minutes": round(self.elapsed / 60, 1),
-                                             "batch": self.cfg.batch, "seed": self.cfg.seed}),
-            "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "iga-demo-v1",
-            "modelspec.implementation": "diffusers", "modelspec.title": "iga demo shapes v1",
-            "modelspec.prediction_type": "v", "modelspec.resolution": f"{data.SIZE}x{data.SIZE}",
-        }
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, p)
-        return p
+        """Write the shipped file(s) from the EMA weights."""
+        training = {"steps": self.step, "minutes": round(self.elapsed / 60, 1), "batch": self.cfg.batch,
+                    "seed": self.cfg.seed}
+        return self.task.export(self.ema, Path(path), training)
 
 
 # --- the judge -----------------------------------------------------------------------------------------------------
@@ -276,5 +322,5 @@ def export_judge(judge: Judge, path: str | os.PathLike[str], accuracy: dict[str,
     return p
 
 
-__all__ = ["MAX_TOKENS", "TRAINING_SCHEDULE", "DemoModel", "TrainConfig", "Trainer", "export_judge",
-           "judge_accuracy", "train_judge"]
+__all__ = ["MAX_TOKENS", "TRAINING_SCHEDULE", "DemoModel", "PixelTask", "Task", "TrainConfig", "Trainer",
+           "export_demo_file", "export_judge", "judge_accuracy", "train_judge"]

@@ -18,12 +18,14 @@ Typical use::
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from iga.models.configs import MODEL_CONFIG_KEY, family
+from iga.models.configs import family
+from iga.models.export import PipelineParts as TinyModel  # noqa: F401 (tests name it so)
+from iga.models.export import _FAMILY, _encoder_names, _save_text_encoders, _write_scheduler_and_index, \
+    save_sd_folder, save_single_file  # noqa: F401
 
 TINY_TEXT = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 3,
              "projection_dim": 32}
@@ -55,35 +57,6 @@ _UNETS: dict[str, dict[str, Any]] = {
                          down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
 }
-_FAMILY = {"sd1": "sd1", "sd2": "sd2-v", "sdxl": "sdxl", "sdxl_refiner": "sdxl_refiner"}
-
-
-@dataclass
-class TinyModel:
-    """The components of one tiny model."""
-
-    architecture: str  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner"
-    unet: Any
-    vae: Any
-    text_encoders: list[Any]
-    tokenizers: list[Any]
-    scheduler_config: dict[str, Any]
-    model_config: dict[str, dict[str, Any]] = field(default_factory=dict)  # what shapes cannot tell
-
-    @property
-    def prediction_type(self) -> str:
-        """ "eps" or "v", from the scheduler config."""
-        return "v" if self.scheduler_config["prediction_type"] == "v_prediction" else "eps"
-
-    @property
-    def text_encoder_names(self) -> list[str]:
-        """The folders of the text encoders in diffusers' layout (the refiner's only one is text_encoder_2)."""
-        return _encoder_names(family(_FAMILY[self.architecture])["text"])
-
-
-def _encoder_names(specs: list[dict[str, Any]]) -> list[str]:
-    return [spec.get("folder") or ("text_encoder" if i == 0 else f"text_encoder_{i + 1}")
-            for i, spec in enumerate(specs)]
 
 
 def _perturb(model: Any, gen: Any, scale: float = 0.05) -> None:
@@ -168,67 +141,11 @@ def build_small_sd1(seed: int = 0, unet_channels: int = 64, *, scale: float = 0.
                      dict(fam["scheduler"]))
 
 
-def _write_scheduler_and_index(tiny: Any, root: Path, index: dict[str, Any]) -> Path:
-    """The scheduler config and model_index.json that close a diffusers folder; returns the folder."""
-    (root / "scheduler").mkdir(exist_ok=True)
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(tiny.scheduler_config, indent=2))
-    (root / "model_index.json").write_text(json.dumps(index, indent=2))
-    return root
-
-
-def _save_text_encoders(tiny: Any, root: Path, index: dict[str, Any]) -> None:
-    """text_encoder[_N] and tokenizer[_N] sub-folders in diffusers' order, listed in ``index``."""
-    names = getattr(tiny, "text_encoder_names", None) or [
-        "text_encoder" if i == 0 else f"text_encoder_{i + 1}" for i in range(len(tiny.text_encoders))]
-    for name, model, tok in zip(names, tiny.text_encoders, tiny.tokenizers):
-        suffix = name.removeprefix("text_encoder")
-        model.save_pretrained(root / f"text_encoder{suffix}", safe_serialization=True)
-        tok.save_pretrained(root / f"tokenizer{suffix}")
-        index[f"text_encoder{suffix}"] = ["transformers", type(model).__name__]
-        index[f"tokenizer{suffix}"] = ["transformers", "T5TokenizerFast" if "T5" in type(tok).__name__
-                                       else "CLIPTokenizer"]
-
-
 def save_folder(tiny: "TinyModel | TinyFlowModel", path: str | Path) -> Path:
-    """Save as a diffusers folder (safetensors weights, tokenizer files, scheduler config, model_index.json)."""
-    import diffusers
-
+    """Save as a diffusers folder (SD pipelines: ``iga.models.export.save_sd_folder``; SD3/Flux: flow layout)."""
     if isinstance(tiny, TinyFlowModel):
         return _save_flow_folder(tiny, Path(path))
-    root = Path(path)
-    root.mkdir(parents=True, exist_ok=True)
-    xl = tiny.architecture in ("sdxl", "sdxl_refiner")
-    refiner = tiny.architecture == "sdxl_refiner"
-    index: dict[str, Any] = {
-        "_class_name": "StableDiffusionXLImg2ImgPipeline" if refiner else "StableDiffusionXLPipeline" if xl
-        else "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "scheduler": ["diffusers", tiny.scheduler_config["_class_name"]],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    if xl:
-        index["force_zeros_for_empty_prompt"] = False
-    if refiner:  # as the released refiner's model_index.json: no CLIP-L, aesthetic-score time ids
-        index.update(text_encoder=[None, None], tokenizer=[None, None], requires_aesthetics_score=True)
-    else:
-        index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
-    tiny.unet.save_pretrained(root / "unet", safe_serialization=True)
-    tiny.vae.save_pretrained(root / "vae", safe_serialization=True)
-    _save_text_encoders(tiny, root, index)
-    return _write_scheduler_and_index(tiny, root, index)
-
-
-def save_single_file(tiny: TinyModel, path: str | Path, *, metadata: dict[str, str] | None = None,
-                     with_model_config: bool = True) -> Path:
-    """Save as one LDM-layout ``.safetensors`` checkpoint (plus ``iga.model_config`` for toy head counts)."""
-    from iga.models.export import ldm_state_dict, save_safetensors
-
-    meta = dict(metadata or {})
-    if with_model_config and tiny.model_config:
-        meta[MODEL_CONFIG_KEY] = json.dumps(tiny.model_config, sort_keys=True)
-    sd = ldm_state_dict(tiny.architecture, tiny.unet, tiny.vae, tiny.text_encoders)
-    return save_safetensors(path, sd, meta or None)
+    return save_sd_folder(tiny, path)
 
 
 def save_family(root: str | Path, architectures: Iterable[str], seed: int) -> dict[str, tuple[TinyModel, Path, Path]]:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import difflib
 import re
+from pathlib import Path
 
 from .index import KINDS, Entry, Scan, scan
 from .roots import CONFIG_ENV, MODELS_ENV, StoreConfigError, config_path, roots
 from .used import ModelNotFound, find_file, locate_model, remember, vae_file
 
 __all__ = ["CONFIG_ENV", "KINDS", "MODELS_ENV", "AmbiguousModel", "Entry", "ModelNotFound", "Scan",
-           "StoreConfigError", "config_path", "entries", "find", "find_file", "locate_model", "lookup", "remember", "roots",
+           "StoreConfigError", "config_path", "entries", "find", "find_file", "locate_model", "lookup", "model_path", "remember", "roots",
            "scan_store", "vae_file"]
 
 _HEX = re.compile(r"^[0-9a-f]{10,64}$")
@@ -66,6 +67,18 @@ def find(name_or_hash: str, kind: str | None = None) -> Entry:
     return matches[0]
 
 
+def model_path(value: str | Path) -> Path:
+    """What ``--model`` names: an existing file or folder as given, else a checkpoint of the store by id or file
+    name (``iga-demo-latent-v1``). ModelNotFound says where models are looked for."""
+    p = Path(value).expanduser()
+    if p.exists() or len(p.parts) > 1:
+        return p
+    try:
+        return Path(find(str(value), kind="checkpoint").path)
+    except ModelNotFound as e:
+        raise ModelNotFound(f"{value} is neither a file or folder here nor a model id: {e}") from None
+
+
 def lookup(key: str, kind: str, *, brief: bool = False) -> tuple[Entry | None, str | None]:
     """(the entry, None) or (None, why not: ``find``'s message, or with ``brief`` just "it is not in the model
     store" unless several files share the id). A bad config file is still an error (StoreConfigError)."""
@@ -78,8 +91,6 @@ def lookup(key: str, kind: str, *, brief: bool = False) -> tuple[Entry | None, s
 
 
 def _file_name(e: Entry) -> str:
-    from pathlib import Path
-
     p = Path(e.path)
     return p.stem if e.format == "safetensors" else p.name
 

@@ -1,4 +1,4 @@
-"""Where the model store looks: $IGA_MODELS, the config file's "models" folders, and the bundled model.
+"""Where the model store looks: $IGA_MODELS, the config file's "models" folders, and the bundled models.
 
 The config file is JSON: ``{"models": ["~/models", "/data/sd/vae"]}``; relative folders are taken from the config
 file's own folder. It lives at ``$IGA_CONFIG``, else ``config.json`` in platformdirs' ``user_config_dir("iga")``.
@@ -59,8 +59,8 @@ def config_folders(path: Path | None = None) -> list[Path]:
 
 
 def roots() -> Roots:
-    """$IGA_MODELS folders first, then the config file's, then the bundled model; duplicates dropped."""
-    from iga.paths import default_model_path
+    """$IGA_MODELS folders first, then the config file's, then the bundled models; duplicates dropped."""
+    from iga.paths import bundled_models
 
     env = [Path(p).expanduser() for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p.strip()]
     seen: set[str] = set()
@@ -70,4 +70,4 @@ def roots() -> Roots:
         if key not in seen:
             seen.add(key)
             folders.append(folder)
-    return Roots(tuple(folders), (default_model_path(),))
+    return Roots(tuple(folders), bundled_models())
