@@ -20,10 +20,8 @@ diffusers = pytest.importorskip("diffusers")
 
 import iga  # noqa: E402
 from iga.models import clear_cache, testing  # noqa: E402
-from test_generate_support import PROMPT, one_thread  # noqa: E402
+from test_generate_support import PROMPT, diffusers_scheduler, one_thread, pixel_diff  # noqa: E402
 
-SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                prediction_type="epsilon")
 STEPS, CFG = 8, 7.0
 SEEDS = [0, 1]
 
@@ -47,16 +45,8 @@ def setup(tmp_path_factory):
     clear_cache()
 
 
-def _scheduler(name: str):
-    from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
-
-    if name == "euler":
-        return EulerDiscreteScheduler(**SD_BETAS, use_karras_sigmas=True, timestep_spacing="linspace")
-    return DPMSolverMultistepScheduler(**SD_BETAS, use_karras_sigmas=True)
-
-
 def _diffusers_image(pipe, name: str, seed: int) -> np.ndarray:
-    pipe.scheduler = _scheduler(name)
+    pipe.scheduler = diffusers_scheduler(name)
     with torch.inference_mode():
         out = pipe(PROMPT, num_inference_steps=STEPS, guidance_scale=CFG, height=64, width=64,
                    generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
@@ -71,24 +61,19 @@ def _iga_plan(model, name: str, seed: int, diffusers_conventions: bool = True):
     return plan
 
 
-def _diff(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
-    d = np.abs(a.astype(int) - b.astype(int))
-    return int(d.max()), float(d.mean())
-
-
 @pytest.mark.parametrize("name", ["euler", "dpmpp_2m"])
 def test_iga_reproduces_the_diffusers_pipeline(setup, name):
     model, pipe = setup
     for seed in SEEDS:
         plan = _iga_plan(model, name, seed)
         # the same sigma list as the diffusers scheduler (float32; the trailing 0 included)
-        sched = _scheduler(name)
+        sched = diffusers_scheduler(name)
         sched.set_timesteps(STEPS)
         assert np.allclose(plan.sigmas, sched.sigmas.numpy(), rtol=1e-5, atol=1e-6)
         ours = model.generate(plan=plan)[0].pixels
         theirs = _diffusers_image(pipe, name, seed)
         assert ours.std() > 5
-        max_abs, mean_abs = _diff(ours, theirs)
+        max_abs, mean_abs = pixel_diff(ours, theirs)
         # measured: max 1/255 on a handful of pixels (float rounding at a .5 boundary), mean <= 5e-4
         assert max_abs <= 1 and mean_abs < 0.01, (name, seed, max_abs, mean_abs)
 
@@ -97,8 +82,8 @@ def test_dpmpp_2m_conventions_are_what_makes_it_match(setup):
     """Without integer timesteps and VP-space start, iga's DPM++ 2M is a (slightly) different solver run."""
     model, pipe = setup
     theirs = _diffusers_image(pipe, "dpmpp_2m", SEEDS[0])
-    matched = _diff(model.generate(plan=_iga_plan(model, "dpmpp_2m", SEEDS[0]))[0].pixels, theirs)
-    plain = _diff(model.generate(plan=_iga_plan(model, "dpmpp_2m", SEEDS[0], False))[0].pixels, theirs)
+    matched = pixel_diff(model.generate(plan=_iga_plan(model, "dpmpp_2m", SEEDS[0]))[0].pixels, theirs)
+    plain = pixel_diff(model.generate(plan=_iga_plan(model, "dpmpp_2m", SEEDS[0], False))[0].pixels, theirs)
     assert plain[1] > 10 * max(matched[1], 1e-3), (plain, matched)
     assert plain[0] <= 2  # k-diffusion conventions still agree with diffusers within 2/255 here
 

@@ -16,6 +16,24 @@ import numpy as np
 import pytest
 
 PROMPT = "a red circle on a blue background"
+SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                prediction_type="epsilon")
+
+
+def diffusers_scheduler(name: str):
+    """The diffusers scheduler iga's plan matches: Euler with Karras sigmas on linspace timesteps ("euler"), or
+    DPM-Solver++ 2M with Karras sigmas ("dpmpp_2m"; iga needs quantize + vp_max noise to match it)."""
+    from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    if name == "euler":
+        return EulerDiscreteScheduler(**SD_BETAS, use_karras_sigmas=True, timestep_spacing="linspace")
+    return DPMSolverMultistepScheduler(**SD_BETAS, use_karras_sigmas=True)
+
+
+def pixel_diff(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
+    """(max, mean) absolute difference of two uint8 images."""
+    d = np.abs(a.astype(int) - b.astype(int))
+    return int(d.max()), float(d.mean())
 
 # A recipe for a tiny SD1 model: native euler + karras, 4 steps (2..8), CFG 6 (3..9), 64x64, its own VAE id.
 TINY_RECIPE: dict[str, Any] = {

@@ -185,10 +185,11 @@ def _refusal(spec) -> str:
     """The guard's reason for refusing the spec's setting ("" if allowed), found before anything is rendered."""
     from iga.evaluation.experiment import effective_recipe, open_model, sweep_points
     from iga.evaluation.runner import resolve_point
+    from iga.demo.model import draws_shapes
     from iga.evaluation.spec import spec_prompts, spec_seeds
 
     source = open_model(spec)
-    prompts = spec_prompts(spec, source.identity.architecture == "demo")
+    prompts = spec_prompts(spec, draws_shapes(source))
     # the guard judges the setting, not which demo prompt or seed it is for, so the first (prompt, seed)
     # decides; _group_score still checks every row the runner writes
     points = sweep_points(spec, effective_recipe(source), prompts[:1], spec_seeds(spec)[:1])
@@ -252,6 +253,60 @@ def _print_score(report: dict, as_json: bool) -> None:
         a = r["accuracy"]
         typer.echo(f"{g:10} {r['n']:>4} {a['shape']:>7.1%} {a['fg']:>7.1%} {a['bg']:>7.1%} {a['all']:>7.1%} "
                    f"{'n/a' if r['frechet'] is None else format(r['frechet'], '.2f'):>9}")
+
+
+@demo_app.command("matrix")
+def matrix_cmd(
+    models: Annotated[Optional[list[Path]], typer.Option("--model", "-m", help="a model with a recipe (repeat; "
+                                                         "default: the bundled demo family)")] = None,
+    prompts: Annotated[str, typer.Option(help="demo:{train,held_out,all}[:N], a count, or a file")] = "demo:all:12",
+    seeds: Annotated[int, typer.Option(help="seeds per prompt (1000, 1001, ...)")] = 2,
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (one sub-folder per model; rerunning "
+                                      "resumes)")] = Path("runs/recipe-matrix"),
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Render every model under every model's recipe: the cross-recipe matrix.
+
+    A recipe contributes its default sampler, schedule, steps and CFG; each model keeps its own facts (prediction
+    type, training schedule, VAE). Permissive mode: soft deviations run and are recorded, what a model forbids is
+    refused. Per cell: judge adherence (all three attributes), failure rate, SSIM to the model's own recipe at 4x
+    steps, judge Frechet distance. Writes OUT/matrix.json, OUT/matrix.md and OUT/matrix.png.
+
+    Exit codes: 0 done, 2 bad input.
+    """
+    from iga.checkpoint import write_bytes_atomic
+    from iga.commands.evaluation import with_progress
+    from iga.commands.guard import model_named
+    from iga.evaluation import SpecError
+    from iga.evaluation.matrix import draw_matrix, markdown_table, run_matrix
+    from iga.guard.source import describe_model
+    from iga.store import ModelNotFound, model_path
+
+    try:
+        paths = [model_named(m) for m in models] if models else \
+            [model_path(name) for name in _family_names()]
+        sources = [describe_model(str(p)) for p in paths]
+        result = with_progress(lambda prog: run_matrix(sources, prompts, seeds, out,
+                                                       progress=lambda _m, d, t: prog(d, t)),
+                               as_json, "cross-recipe matrix")
+    except (ValueError, SpecError, ModelNotFound, typer.BadParameter) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    table = markdown_table(result)
+    write_bytes_atomic(out / "matrix.json", dumps_strict(result.to_dict(), indent=1).encode())
+    write_bytes_atomic(out / "matrix.md", (table + "\n").encode())
+    grid = draw_matrix(result, out / "matrix.png")
+    if as_json:
+        typer.echo(dumps_strict({**result.to_dict(), "grid": str(grid)}, indent=2))
+        return
+    typer.echo(table)
+    typer.echo(f"\nimage grid: {grid}; figures: {out / 'matrix.json'}")
+
+
+def _family_names() -> list[str]:
+    from iga.demo.model import FAMILY
+
+    return list(FAMILY.values())
 
 
 def register(app: typer.Typer) -> None:

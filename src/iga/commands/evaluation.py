@@ -224,6 +224,7 @@ def calibrate_cmd(
 def _run_calibration(model, facts, prompts, quick: bool, out, quiet: bool):
     from iga.evaluation.calibrate import QUICK, Budget, calibrate
     from iga.evaluation.experiment import effective_recipe, open_model, worker_config
+    from iga.demo.model import draws_shapes
     from iga.evaluation.spec import parse_spec, spec_prompts
 
     budget = QUICK if quick else Budget()
@@ -236,7 +237,7 @@ def _run_calibration(model, facts, prompts, quick: bool, out, quiet: bool):
         facts_recipe, _ = load_recipe_file(facts)
     else:
         facts_recipe = effective_recipe(source)
-    texts = spec_prompts(spec, source.identity.architecture == "demo")
+    texts = spec_prompts(spec, draws_shapes(source))
     run_dir = out or Path("runs") / f"calibrate-{source.identity.name}{'-quick' if quick else ''}"
     result = with_progress(lambda p: calibrate(source, facts_recipe, worker_config(spec, source), run_dir, texts,
                                                 budget, progress=p), quiet)

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from . import data
+from .model import FAMILY
 from .trainer import DemoModel, dropped_prompts, export_demo_file, step_generator
 
-NAME = "iga-demo-flow-v1"
+NAME = FAMILY["flow"]
 SHIFT = 3.0
 TRAINING_SCHEDULE: dict[str, Any] = {"kind": "flow", "shift": SHIFT, "multiplier": 1000, "num_train_timesteps": 1000}
-STAGE_SETTINGS: dict[str, Any] = {"batch": 64, "max_steps": 4000, "lr": 1e-3, "warmup": 100, "ema_decay": 0.999}
+STAGE_SETTINGS: dict[str, Any] = {"batch": 64, "max_steps": 3000, "lr": 1e-3, "warmup": 100, "ema_decay": 0.999}
 
 
 class FlowTask:

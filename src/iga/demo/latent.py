@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from . import data
+from .model import FAMILY
 from .trainer import dropped_prompts, step_generator
 
-NAME = "iga-demo-latent-v1"
+NAME = FAMILY["latent"]
 VAE_NAME = "iga-demo-latent-vae-v1"
 SHIFTED_VAE_NAME = "iga-demo-latent-vae-warm-v1"
 VAE_FACTOR = 4

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+FAMILY: dict[str, str] = {"pixel": "iga-demo-v1", "latent": "iga-demo-latent-v1", "flow": "iga-demo-flow-v1"}
+TRAINING_KEY = "iga.demo.training"  # header metadata every demo trainer writes
 MAX_DEMO_FILE_BYTES = 64 * 1024 * 1024  # the demo model is a few MB; anything far larger is not one
 REQUIRED_CONFIG_KEYS = ("unet", "text_encoder", "vocab", "training_schedule", "prediction_type")
 
@@ -26,6 +28,21 @@ def shipped_model_path() -> Path:
     from iga.paths import DEMO_MODEL
 
     return Path(DEMO_MODEL)
+
+
+def draws_shapes(source: Any) -> bool:
+    """Whether a model (an ``iga.guard.source.ModelSource``) makes the demo's shapes images, so demo prompts and
+    the judge apply: the pixel architecture, a file trained by ``iga demo train``, or a demo family recipe."""
+    if source.identity.architecture == "demo":
+        return True
+    if source.recipe is not None and source.recipe.model_id in FAMILY.values():
+        return True
+    from iga.checkpoint import CheckpointError, read_header
+
+    try:
+        return Path(source.path).is_file() and TRAINING_KEY in (read_header(source.path).metadata or {})
+    except (CheckpointError, OSError):
+        return False
 
 
 def read_demo_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-MODELS = ("pixel", "latent", "flow")
+from .model import FAMILY
+
+MODELS = tuple(FAMILY)
 Progress = Callable[[str, int, int | None, float], None]  # (stage, step, total, loss)
 
 
@@ -67,7 +69,7 @@ def train(model: str, out: Path, limits: Limits, progress: Progress | None = Non
         from .trainer import PixelTask
 
         cfg = _config({"max_minutes": limits.max_minutes or 75.0}, limits, limits.steps)
-        return [run_stage("diffusion", out / "ckpt", out / "iga-demo-v1.safetensors", PixelTask(), cfg, progress)]
+        return [run_stage("diffusion", out / "ckpt", out / f"{FAMILY['pixel']}.safetensors", PixelTask(), cfg, progress)]
     if model == "flow":
         from .flow import NAME, STAGE_SETTINGS, FlowTask
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import data
+from .model import FAMILY
 from .net import MAX_TOKENS, Judge, TextEncoder, WordTokenizer, build_unet, config_json, default_vocab, unet_config
 
 TRAINING_SCHEDULE = {"kind": "linear", "beta_start": 0.0001, "beta_end": 0.02, "num_train_timesteps": 1000,
@@ -133,7 +134,7 @@ class PixelTask:
 
     def export(self, ema: nn.Module, path: Path, training: dict[str, Any]) -> Path:
         return export_demo_file(ema, path, training, prediction_type="v", schedule=TRAINING_SCHEDULE,
-                                architecture="iga-demo-v1", title="iga demo shapes v1")
+                                architecture=FAMILY["pixel"], title="iga demo shapes v1")
 
 
 def export_demo_file(ema: nn.Module, path: Path, training: dict[str, Any], *, prediction_type: str,

@@ -370,7 +370,9 @@ def run_doctor(case: Case, run_dir: Path, *, model: Any = None, sweeps: bool = T
 def _judge_path(source: ModelSource) -> str | None:
     from iga.paths import DEMO_JUDGE
 
-    return str(DEMO_JUDGE) if source.identity.architecture == "demo" and Path(DEMO_JUDGE).is_file() else None
+    from iga.demo.model import draws_shapes
+
+    return str(DEMO_JUDGE) if draws_shapes(source) and Path(DEMO_JUDGE).is_file() else None
 
 
 def _load_judge(judge: str | None) -> Any:

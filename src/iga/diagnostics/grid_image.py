@@ -28,7 +28,8 @@ INK = (20, 20, 20)
 GRID_KEY = "iga_grid"
 
 
-def _font(size: int = FONT_SIZE) -> "ImageFont.FreeTypeFont":
+def label_font(size: int = FONT_SIZE) -> "ImageFont.FreeTypeFont":
+    """Pillow's bundled font at ``size`` (no font file from disk): the labels of grids and the recipe matrix."""
     from PIL import ImageFont
 
     return ImageFont.load_default(size=size)  # bundled with Pillow: no font file from disk
@@ -54,7 +55,7 @@ def _cell_size(run_dir: Path, cells: list["Cell"]) -> tuple[int, int, int]:
 
 def _wrapped(draw: "ImageDraw.ImageDraw", box: tuple[int, int, int, int], text: str, fill, ink) -> None:
     """A filled box with text wrapped to its width (cut with an ellipsis when it does not fit)."""
-    font = _font(11)
+    font = label_font(11)
     x0, y0, x1, y1 = box
     draw.rectangle(box, fill=fill)
     per_line = max(8, int((x1 - x0 - 2 * PAD) / max(1, _text_width(font, "n"))))
@@ -86,7 +87,7 @@ def _paint_cell(canvas: "Image.Image", draw, run_dir: Path, cell: "Cell", box, s
 
 
 def _layout(axes: list["GridAxis"], cell_w: int, cell_h: int) -> dict[str, int]:
-    font = _font()
+    font = label_font()
     y_labels = axes[1].labels() if len(axes) > 1 else []
     left = PAD + max([_text_width(font, t) for t in y_labels] + [0]) + (PAD if y_labels else 0)
     caption = 16  # a line under each cell for what the failure detectors found
@@ -106,7 +107,7 @@ def draw_grid(run_dir: Path, spec: "GridSpec", axes: list["GridAxis"], cells: li
     width = max(width, 360)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    font, small = _font(), _font(11)
+    font, small = label_font(), label_font(11)
     z_text = f"  ·  {axes[2].name} = {axes[2].labels()[z]}" if len(axes) > 2 else ""
     title = textwrap.shorten(f"{spec.prompt}  ·  seed {seed}{z_text}", max(20, width // 7))
     draw.text((PAD, 4), title, font=font, fill=INK)

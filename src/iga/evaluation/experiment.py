@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from iga.demo.model import draws_shapes
 from iga.guard import Request
 from iga.provenance.jsonutil import dumps_strict
 from iga.guard.defaults import architecture_default_recipe
@@ -119,7 +120,7 @@ def worker_config(spec: ExperimentSpec, source: ModelSource) -> WorkerConfig:
 
     judge = spec.judge
     if judge == "auto":
-        judge = str(DEMO_JUDGE) if source.identity.architecture == "demo" else None
+        judge = str(DEMO_JUDGE) if draws_shapes(source) else None
     elif judge == "none":
         judge = None
     elif judge is not None and not Path(judge).is_file():
@@ -221,9 +222,9 @@ def run_experiment(spec: ExperimentSpec, run_dir: Path, *, progress: Callable[[i
     if spec.kind == "headline":
         from .headline import headline_points, headline_summary
 
-        points = headline_points(spec, recipe, spec_prompts(spec, _is_demo(source)), spec_seeds(spec))
+        points = headline_points(spec, recipe, spec_prompts(spec, draws_shapes(source)), spec_seeds(spec))
     else:
-        points = sweep_points(spec, recipe, spec_prompts(spec, _is_demo(source)), spec_seeds(spec))
+        points = sweep_points(spec, recipe, spec_prompts(spec, draws_shapes(source)), spec_seeds(spec))
     config = worker_config(spec, source)
     check_run_dir(run_dir, spec)
     rows = run_points(points, source, config, run_dir, progress=progress,
@@ -238,6 +239,3 @@ def run_experiment(spec: ExperimentSpec, run_dir: Path, *, progress: Callable[[i
         write_report(run_dir, rows, summary)
     return RunResult(run_dir, rows, summary)
 
-
-def _is_demo(source: ModelSource) -> bool:
-    return source.identity.architecture == "demo"

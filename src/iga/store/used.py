@@ -191,10 +191,11 @@ def locate_model(name: str, weights_sha256: str | None, recorded_path: str | Non
             raise ModelNotFound(f"model {given} not found (or not a file or folder); pass --model PATH")
         return str(given)
     if weights_sha256:
-        from iga.paths import default_model_path
+        from iga.paths import bundled_models
 
-        if _same_weights(str(default_model_path()), weights_sha256):
-            return str(default_model_path())
+        for bundled in bundled_models():
+            if _same_weights(str(bundled), weights_sha256):
+                return str(bundled)
         known = _read().get(weights_sha256)
         if known and _is_model_path(Path(known["path"])) and _same_weights(known["path"], weights_sha256):
             return known["path"]
