@@ -311,7 +311,8 @@ def _load_recipe(recipe_file: Path) -> tuple[dict[str, Any], list[str]]:
 
 
 def verify_command(
-    path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint with a recipe (embedded or sidecar)")],
+    path: Annotated[Path, typer.Argument(help="a .safetensors checkpoint with a recipe (embedded or sidecar), or a "
+                                         "model id", callback=model_named)],
     rehash: Annotated[bool, typer.Option("--rehash", help="recompute the weights hash instead of trusting the "
                                          "hash cache")] = False,
     trust: Annotated[Optional[list[Path]], typer.Option("--trust", help="a publisher's public key (.pub); the "

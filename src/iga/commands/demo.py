@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from iga.commands.guard import model_named
 from iga.provenance.jsonutil import dumps_strict
 
 demo_app = typer.Typer(help="The bundled demo model (32x32 shapes): train it, judge images, score it.",
@@ -119,7 +120,8 @@ def judge_cmd(
 def score_cmd(
     n: Annotated[int, typer.Option("--n", min=1, help="images per prompt group (training and held-out prompts); "
                                    "rounded up to prompts x seeds")] = 110,
-    model: Annotated[Optional[Path], typer.Option(help="model (default: the bundled demo model)")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="model path or id (default: the bundled demo model)",
+                                                  callback=model_named)] = None,
     sampler: Annotated[Optional[str], typer.Option(help="sampler (needs --override sampler)")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="schedule (needs --override schedule)")] = None,
     steps: Annotated[Optional[int], typer.Option(help="steps")] = None,
@@ -276,7 +278,6 @@ def matrix_cmd(
     """
     from iga.checkpoint import write_bytes_atomic
     from iga.commands.evaluation import with_progress
-    from iga.commands.guard import model_named
     from iga.evaluation import SpecError
     from iga.evaluation.matrix import draw_matrix, markdown_table, run_matrix
     from iga.guard.source import describe_model

@@ -11,7 +11,7 @@ import typer
 
 from iga.provenance.jsonutil import dumps_strict
 
-from iga.commands.guard import JsonOpt, ModelOpt
+from iga.commands.guard import JsonOpt, ModelOpt, model_named
 
 SpecArg = Annotated[Optional[str], typer.Argument(help="an experiment spec (YAML/JSON), or `headline` for the "
                                                   "built-in headline experiment; omit to use the flags")]
@@ -182,7 +182,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def calibrate_cmd(
-    model: Annotated[Optional[Path], typer.Argument(help="checkpoint (default: the bundled demo model)")] = None,
+    model: Annotated[Optional[Path], typer.Argument(help="checkpoint or model id (default: the bundled demo model)",
+                                                    callback=model_named)] = None,
     facts: Annotated[Optional[Path], typer.Option(help="take the model's facts (prediction type, training "
                                                   "schedule, sizes, VAE) from this recipe file instead")] = None,
     prompts: PromptsOpt = None,

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from iga.commands.guard import model_named
 from iga.provenance.jsonutil import dumps_strict
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -19,7 +20,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def draft_cmd(
-    model: Annotated[Path, typer.Argument(help="a .safetensors checkpoint or a diffusers folder")],
+    model: Annotated[Path, typer.Argument(help="a .safetensors checkpoint, a diffusers folder or a model id",
+                                          callback=model_named)],
     notes: Annotated[Optional[Path], typer.Option("--notes", help="a text file with the publisher's recommended "
                                                   "settings (Civitai style: 'Sampler: DPM++ 2M Karras, Steps: "
                                                   "25-30, CFG: 5-7, Clip skip 2')")] = None,

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from iga.commands.guard import model_named
 from iga.provenance.jsonutil import dumps_strict
 
 CHECK_SCHEMA = "iga.check-signature/1"
@@ -74,7 +75,8 @@ def sign_command(
 
 
 def check_signature_command(
-    model: Annotated[Path, typer.Argument(help="a checkpoint with a recipe (embedded or sidecar)")],
+    model: Annotated[Path, typer.Argument(help="a checkpoint with a recipe (embedded or sidecar), or a model id",
+                                          callback=model_named)],
     trust: Annotated[
         list[Path] | None,
         typer.Option("--trust", help="trusted public key file (.pub; may hold several keys); repeatable"),
