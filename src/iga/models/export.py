@@ -112,16 +112,22 @@ def _write_scheduler_and_index(tiny: Any, root: Path, index: dict[str, Any]) -> 
 
 
 def _save_text_encoders(tiny: Any, root: Path, index: dict[str, Any]) -> None:
-    """text_encoder[_N] and tokenizer[_N] sub-folders in diffusers' order, listed in ``index``."""
+    """text_encoder[_N] and tokenizer[_N] sub-folders in diffusers' order, listed in ``index`` (CLIP tokenizers
+    as vocab.json + merges.txt, as released SD folders ship them)."""
+    from iga.models.tokenizer import save_clip_tokenizer
+
     names = getattr(tiny, "text_encoder_names", None) or [
         "text_encoder" if i == 0 else f"text_encoder_{i + 1}" for i in range(len(tiny.text_encoders))]
     for name, model, tok in zip(names, tiny.text_encoders, tiny.tokenizers):
         suffix = name.removeprefix("text_encoder")
         model.save_pretrained(root / f"text_encoder{suffix}", safe_serialization=True)
-        tok.save_pretrained(root / f"tokenizer{suffix}")
+        t5 = "T5" in type(tok).__name__
+        if t5:
+            tok.save_pretrained(root / f"tokenizer{suffix}")
+        else:
+            save_clip_tokenizer(tok, root / f"tokenizer{suffix}")
         index[f"text_encoder{suffix}"] = ["transformers", type(model).__name__]
-        index[f"tokenizer{suffix}"] = ["transformers", "T5TokenizerFast" if "T5" in type(tok).__name__
-                                       else "CLIPTokenizer"]
+        index[f"tokenizer{suffix}"] = ["transformers", "T5TokenizerFast" if t5 else "CLIPTokenizer"]
 
 
 def save_sd_folder(tiny: PipelineParts, path: str | Path) -> Path:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +55,25 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     if len(vocab) != VOCAB_SIZE:
         raise RuntimeError(f"CLIP vocabulary has {len(vocab)} entries, expected {VOCAB_SIZE}")
     return vocab, merges  # type: ignore[return-value]
+
+
+def save_clip_tokenizer(tok: "CLIPTokenizer", folder: str | Path) -> Path:
+    """Write ``tok`` as released SD folders ship a CLIP tokenizer: ``vocab.json`` + ``merges.txt`` (from the vendored
+    vocabulary, 1.5 MB against 3.6 MB for transformers' ``tokenizer.json``) and ``tokenizer_config.json``."""
+    vocab, merges = _vocab_and_merges()
+    if len(tok) != len(vocab):
+        raise ValueError(f"the tokenizer has {len(tok)} tokens; only the CLIP vocabulary ({len(vocab)}) is written")
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": int(tok.model_max_length),
+              "bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token,
+              "unk_token": tok.unk_token}
+    files = {"vocab.json": json.dumps(vocab, ensure_ascii=False),
+             "merges.txt": "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+             "tokenizer_config.json": json.dumps(config, indent=2)}
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8")
+    return root
 
 
 @functools.cache
