@@ -102,7 +102,7 @@ def test_the_recipe_vae_resolves_to_the_shipped_vae_and_the_warm_one_is_a_soft_f
     with pytest.raises(GuardRefused) as refused:
         model.plan(PROMPT, seed=1, vae="iga-demo-latent-vae-warm-v1")
     [finding] = [f for f in refused.value.findings if f.field == "vae"]
-    assert finding.level == "soft"
+    assert finding.severity == "soft"
     warm = model.plan(PROMPT, seed=1, vae="iga-demo-latent-vae-warm-v1", overrides=["vae"],
                       reason="show the colour shift")
     assert warm.vae.id == "iga-demo-latent-vae-warm-v1" and warm.vae.source == "file"

@@ -230,7 +230,8 @@ class LatentDiffusionTask:
         """``path`` is the single file; the diffusers folder and the VAE file go beside it."""
         from iga.demo.latent_export import save_latent_model
 
-        return save_latent_model(ema.unet, self.vae, ema.text_encoder, Path(path), training)
+        vae_training = json.loads((self.vae_folder / "training.json").read_text())
+        return save_latent_model(ema.unet, self.vae, ema.text_encoder, Path(path), training, vae_training)
 
 
 def export_vae_file(vae: nn.Module, path: Path, training: dict[str, Any], *, title: str) -> Path:

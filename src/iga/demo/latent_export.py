@@ -24,7 +24,8 @@ def model_config(vae: Any) -> dict[str, dict[str, Any]]:
             "vae": vae_overrides(vae)}
 
 
-def save_latent_model(unet: Any, vae: Any, text_encoder: Any, single: Path, training: dict[str, Any]) -> Path:
+def save_latent_model(unet: Any, vae: Any, text_encoder: Any, single: Path, training: dict[str, Any],
+                      vae_training: dict[str, Any]) -> Path:
     """Write the single LDM file ``single``, and beside it the diffusers folder ``NAME/`` and the VAE alone
     (``VAE_NAME.safetensors``); returns ``single``."""
     from iga.models.configs import MODEL_CONFIG_KEY, family
@@ -45,5 +46,5 @@ def save_latent_model(unet: Any, vae: Any, text_encoder: Any, single: Path, trai
         "modelspec.resolution": RESOLUTION, "iga.demo.training": json.dumps(training),
     }
     save_single_file(parts, single, metadata=meta)
-    export_vae_file(vae, out / f"{VAE_NAME}.safetensors", training, title="iga demo latent VAE")
+    export_vae_file(vae, out / f"{VAE_NAME}.safetensors", vae_training, title="iga demo latent VAE")
     return single
