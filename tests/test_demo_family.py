@@ -116,3 +116,36 @@ def test_the_flow_model_plans_on_its_shifted_flow_schedule():
     assert plan.prediction_type == "flow" and plan.training_schedule["shift"] == 3.0
     assert plan.sigmas[0] == pytest.approx(1.0) and plan.sigmas[-1] == 0.0
     assert model.generate(plan=plan)[0].pixels.std() > 20
+
+
+@pytest.fixture(scope="module")
+def family_sources():
+    from iga.guard.source import describe_model
+    from iga.store import model_path
+
+    return [describe_model(str(model_path(name))) for name in FAMILY.values()]
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "unguarded"])
+def test_the_cross_recipe_matrix_fills_every_cell_or_says_why_not(tmp_path, family_sources, guarded):
+    from PIL import Image
+
+    from iga.evaluation.matrix import draw_matrix, markdown_table, run_matrix
+
+    m = run_matrix(family_sources, "demo:all:1", 1, tmp_path, guarded=guarded)
+    names = list(FAMILY.values())
+    assert m.models == m.recipes == names
+    for model in names:
+        for recipe in names:
+            cell = m.cells[model][recipe]
+            assert cell["n"] + cell["refused"] == 1, (model, recipe, cell)
+            assert bool(cell["n"]) == bool(m.samples[model][recipe])
+        assert m.cells[model][model]["n"] == 1  # a model always runs under its own recipe
+    flow_refusals = [m.cells[FAMILY["flow"]][r]["refused"] for r in names if r != FAMILY["flow"]]
+    # the flow recipe allows only the samplers its calibration kept; without the guard nothing is refused
+    assert flow_refusals == ([1, 1] if guarded else [0, 0])
+    table = markdown_table(m)
+    assert table.count("\n") == 1 + len(names) and ("refused (1)" in table) == guarded
+    png = draw_matrix(m, tmp_path / "m.png")
+    with Image.open(png) as im:
+        assert im.size[0] > 3 * 4 * 32 and im.size[1] > 3 * 32

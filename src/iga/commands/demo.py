@@ -265,6 +265,9 @@ def matrix_cmd(
     seeds: Annotated[int, typer.Option(help="seeds per prompt (1000, 1001, ...)")] = 2,
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder (one sub-folder per model; rerunning "
                                       "resumes)")] = Path("runs/recipe-matrix"),
+    guarded: Annotated[bool, typer.Option("--guarded/--unguarded", help="--unguarded: resolve each cell against the "
+                                          "model's facts only (no allow/forbid lists, knob-space ranges), as a UI "
+                                          "without a guard would run it")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Render every model under every model's recipe: the cross-recipe matrix.
@@ -287,7 +290,7 @@ def matrix_cmd(
         paths = [model_named(m) for m in models] if models else \
             [model_path(name) for name in _family_names()]
         sources = [describe_model(str(p)) for p in paths]
-        result = with_progress(lambda prog: run_matrix(sources, prompts, seeds, out,
+        result = with_progress(lambda prog: run_matrix(sources, prompts, seeds, out, guarded=guarded,
                                                        progress=lambda _m, d, t: prog(d, t)),
                                as_json, "cross-recipe matrix")
     except (ValueError, SpecError, ModelNotFound, typer.BadParameter) as e:

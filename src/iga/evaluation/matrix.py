@@ -36,10 +36,14 @@ def model_label(source: ModelSource) -> str:
 
 
 def matrix_points(own: Recipe, recipes: dict[str, Recipe], prompts: list[str], seeds: list[int],
-                  spec: Any) -> list[Point]:
-    """Per (prompt, seed): the model's reference, then one point per recipe (in the given order)."""
+                  spec: Any, *, guarded: bool = True) -> list[Point]:
+    """Per (prompt, seed): the model's reference, then one point per recipe (in the given order). Unguarded, the
+    cells are resolved against the model's facts alone (``knob_recipe``: no allow/forbid lists, knob-space
+    ranges), which is what a UI without a guard runs; the reference stays on the model's own recipe."""
+    from .axes import knob_recipe
     from .experiment import reference_point
 
+    against = None if guarded else knob_recipe(own)
     points = []
     for prompt in prompts:
         for seed in seeds:
@@ -47,7 +51,7 @@ def matrix_points(own: Recipe, recipes: dict[str, Recipe], prompts: list[str], s
             for order, (label, recipe) in enumerate(recipes.items()):
                 req = Request(**recipe_setting(recipe), reason=f"cross-recipe matrix: {label}'s recipe")
                 points.append(Point("point", prompt, seed, req, "permissive", axis="recipe", value=label,
-                                    value_order=order))
+                                    value_order=order, recipe=against))
     return points
 
 
@@ -60,7 +64,7 @@ class Matrix:
     settings: dict[str, dict[str, Any]]
     cells: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # model -> recipe -> figures
     run_dirs: dict[str, str] = field(default_factory=dict)
-    samples: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # model -> recipe -> image files
+    samples: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # model -> recipe -> first-seed images
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": MATRIX_SCHEMA, "models": self.models, "recipes": self.recipes, "settings": self.settings,
@@ -76,8 +80,9 @@ def _cell(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_matrix(sources: list[ModelSource], prompts: str | list[str] | int, seeds: int | list[int], run_dir: Path, *,
-               progress: Callable[[str, int, int], None] | None = None) -> Matrix:
-    """Render every source under every source's recipe; one run folder per model under ``run_dir`` (resumable)."""
+               guarded: bool = True, progress: Callable[[str, int, int], None] | None = None) -> Matrix:
+    """Render every source under every source's recipe; one run folder per model under ``run_dir`` (resumable).
+    ``guarded=False``: without the model's own choices and constraints (see ``matrix_points``)."""
     from .experiment import summarise, worker_config, write_summary
     from .runner import run_points
     from .spec import ExperimentSpec, spec_prompts, spec_seeds
@@ -91,10 +96,10 @@ def run_matrix(sources: list[ModelSource], prompts: str | list[str] | int, seeds
     out = Matrix(list(recipes), list(recipes), {k: recipe_setting(r) for k, r in recipes.items()})
     for source in sources:
         label = model_label(source)
-        spec = ExperimentSpec(name=f"matrix-{label}", model=source.path, prompts=prompts, seeds=seeds,
-                              mode="permissive", repeat=False)
+        spec = ExperimentSpec(name=f"matrix-{label}" + ("" if guarded else "-unguarded"), model=source.path,
+                              prompts=prompts, seeds=seeds, mode="permissive", repeat=False)
         texts = spec_prompts(spec, True)
-        points = matrix_points(source.recipe, recipes, texts, spec_seeds(spec), spec)
+        points = matrix_points(source.recipe, recipes, texts, spec_seeds(spec), spec, guarded=guarded)
         folder = run_dir / label
         config = worker_config(spec, source)
         rows = run_points(points, source, config, folder, action="matrix",
@@ -103,10 +108,18 @@ def run_matrix(sources: list[ModelSource], prompts: str | list[str] | int, seeds
         write_summary(folder, summary)
         out.cells[label] = {r: _cell(summary["per_value"].get(r, {})) for r in recipes}
         out.run_dirs[label] = str(folder)
-        out.samples[label] = {r: [str(folder / row["image"]) for row in rows
-                                  if row["role"] == "point" and row["value"] == r and row["image"]][:SAMPLES]
+        out.samples[label] = {r: _spread([str(folder / row["image"]) for row in rows if row["role"] == "point"
+                                          and row["value"] == r and row["image"] and row["seed"] == rows[0]["seed"]])
                               for r in recipes}
     return out
+
+
+def _spread(images: list[str]) -> list[str]:
+    """SAMPLES images evenly spaced over the prompts (demo prompt groups list the shapes in runs)."""
+    if len(images) <= SAMPLES:
+        return images
+    step = len(images) / SAMPLES
+    return [images[int(i * step)] for i in range(SAMPLES)]
 
 
 def _pct(v: Any) -> str:
