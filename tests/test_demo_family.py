@@ -149,3 +149,10 @@ def test_the_cross_recipe_matrix_fills_every_cell_or_says_why_not(tmp_path, fami
     png = draw_matrix(m, tmp_path / "m.png")
     with Image.open(png) as im:
         assert im.size[0] > 3 * 4 * 32 and im.size[1] > 3 * 32
+
+
+def test_an_unknown_model_name_is_a_usage_error_naming_the_known_ids(cli):
+    code, out = cli("plan", "a red circle on a black background", "--model", "iga-demo-latnet-v1")
+    assert code == 2
+    text = " ".join(out.replace("│", " ").split())  # typer boxes and wraps usage errors
+    assert "not a file or folder here, nor a model id" in text and FAMILY["latent"] in text

@@ -36,7 +36,7 @@ def _config(settings: dict[str, Any], limits: Limits, steps: int | None) -> Any:
     s = dict(settings)
     if steps is not None:
         s["max_steps"] = steps
-    elif limits.max_minutes is not None and steps is None and "max_steps" in s:
+    elif limits.max_minutes is not None and "max_steps" in s:
         s["max_steps"], s["max_minutes"] = None, limits.max_minutes
     if limits.batch is not None:
         s["batch"] = limits.batch

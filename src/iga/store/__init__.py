@@ -76,7 +76,7 @@ def model_path(value: str | Path) -> Path:
     try:
         return Path(find(str(value), kind="checkpoint").path)
     except ModelNotFound as e:
-        raise ModelNotFound(f"{value} is neither a file or folder here nor a model id: {e}") from None
+        raise ModelNotFound(f"{value} is not a file or folder here, nor a model id: {e}") from None
 
 
 def lookup(key: str, kind: str, *, brief: bool = False) -> tuple[Entry | None, str | None]:
