@@ -274,8 +274,11 @@ def test_iga_models_json_lists_id_kind_architecture_hash_and_recipe(in_store):
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["schema"] == "iga.models/1" and data["roots"]["folders"] == [str(in_store["root"])]
-    rows = {row["id"]: row for row in data["models"]}
+    rows = {row["id"]: row for row in data["models"] if not row["bundled"]}
     assert set(rows) == {STORE_VAE, "other-vae", "folder-vae"}
+    # the bundled latent demo model's two VAEs are in every store
+    assert {row["id"] for row in data["models"] if row["bundled"]} == {"iga-demo-latent-vae-v1",
+                                                                       "iga-demo-latent-vae-warm-v1"}
     assert rows[STORE_VAE]["sha256"] is None and rows[STORE_VAE]["recipe"] is False
     hashed = {row["id"]: row for row in json.loads(_cli("--json", "--kind", "vae", "--hash").stdout)["models"]}
     assert hashed[STORE_VAE]["sha256"] == file_sha256(in_store["vae"])
