@@ -13,6 +13,7 @@ VAE whose colour drift the README measures.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from torch import nn
 
 from . import data
 from .model import FAMILY
-from .trainer import dropped_prompts, step_generator
+from .trainer import dropped_prompts, step_generator, vp_noised
 
 NAME = FAMILY["latent"]
 VAE_NAME = "iga-demo-latent-vae-v1"
@@ -47,15 +48,6 @@ KL_WEIGHT = 1e-5
 # cast of the kind a mismatched VAE gives).
 HUE_TURN_DEGREES = 35.0
 CHROMA_SCALE = 0.8
-
-
-def training_schedule() -> dict[str, Any]:
-    """SD1's training schedule, from the SD1 family's scheduler config (its one home)."""
-    from iga.models.configs import family
-
-    cfg = family("sd1")["scheduler"]
-    return {"kind": cfg["beta_schedule"], "beta_start": cfg["beta_start"], "beta_end": cfg["beta_end"],
-            "num_train_timesteps": cfg["num_train_timesteps"], "zero_terminal_snr": False}
 
 
 def build_vae(scaling_factor: float = 1.0) -> nn.Module:
@@ -87,15 +79,19 @@ def build_unet() -> nn.Module:
     return UNet2DConditionModel(**UNET_CONFIG)
 
 
-def warm_colours(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] with their hue turned and chroma scaled in YIQ space (the wrong VAE's target)."""
+@functools.cache
+def _warm_matrix() -> torch.Tensor:
+    """RGB -> RGB: to YIQ, turn the chroma plane by HUE_TURN_DEGREES and scale it by CHROMA_SCALE, back to RGB."""
     rgb_to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
     a = np.radians(HUE_TURN_DEGREES)
     turn = torch.tensor([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]],
                         dtype=torch.float32) * torch.tensor([1.0, CHROMA_SCALE, CHROMA_SCALE]).view(3, 1)
-    m = torch.linalg.inv(rgb_to_yiq) @ turn @ rgb_to_yiq
-    x = (images + 1) / 2
-    out = torch.einsum("ij,bjhw->bihw", m, x).clamp(0, 1)
+    return torch.linalg.inv(rgb_to_yiq) @ turn @ rgb_to_yiq
+
+
+def warm_colours(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] with their hue turned and chroma scaled in YIQ space (the wrong VAE's target)."""
+    out = torch.einsum("ij,bjhw->bihw", _warm_matrix(), (images + 1) / 2).clamp(0, 1)
     return out * 2 - 1
 
 
@@ -204,11 +200,12 @@ class LatentDiffusionTask:
     name = "latent"
 
     def __init__(self, vae_folder: Path):
+        from iga.guard.defaults import default_training_schedule
         from iga.sampling.parameterization import schedule_from_config
 
         self.vae_folder = Path(vae_folder)
         self.vae = load_vae(self.vae_folder)
-        self.ab = schedule_from_config(training_schedule()).alphas_cumprod
+        self.ab = schedule_from_config(default_training_schedule()).alphas_cumprod
 
     def build(self) -> nn.Module:
         return LatentDiffusion(self.vae)
@@ -220,10 +217,8 @@ class LatentDiffusionTask:
         t = torch.randint(0, self.ab.shape[0], (cfg.batch,), generator=g)
         z0 = model.latents(torch.from_numpy(b.images))
         eps = torch.randn(z0.shape, generator=g)
-        a = self.ab[t].sqrt().float().view(-1, 1, 1, 1)
-        s = (1 - self.ab[t]).sqrt().float().view(-1, 1, 1, 1)
         states = model.text_encoder(model.token_ids(prompts))[0]
-        pred = model.unet(a * z0 + s * eps, t, encoder_hidden_states=states).sample
+        pred = model.unet(vp_noised(self.ab, t, z0, eps), t, encoder_hidden_states=states).sample
         return torch.nn.functional.mse_loss(pred, eps)
 
     def export(self, ema: nn.Module, path: Path, training: dict[str, Any]) -> Path:

@@ -32,7 +32,7 @@ def save_latent_model(unet: Any, vae: Any, text_encoder: Any, single: Path, trai
     from iga.models.export import PipelineParts, save_sd_folder, save_single_file
     from iga.models.tokenizer import clip_tokenizer
 
-    scheduler = {k: v for k, v in family("sd1")["scheduler"].items()}
+    scheduler = dict(family("sd1")["scheduler"])
     parts = PipelineParts("sd1", unet.eval(), vae.eval(), [text_encoder.eval()], [clip_tokenizer("eos")], scheduler,
                           model_config(vae))
     out = single.parent

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from .model import FAMILY
 
 MODELS = tuple(FAMILY)
+PIXEL_SETTINGS: dict[str, Any] = {"max_steps": None, "max_minutes": 75.0}  # time-bounded, as the shipped run
 Progress = Callable[[str, int, int | None, float], None]  # (stage, step, total, loss)
 
 
@@ -36,7 +37,7 @@ def _config(settings: dict[str, Any], limits: Limits, steps: int | None) -> Any:
     s = dict(settings)
     if steps is not None:
         s["max_steps"] = steps
-    elif limits.max_minutes is not None and "max_steps" in s:
+    elif limits.max_minutes is not None:
         s["max_steps"], s["max_minutes"] = None, limits.max_minutes
     if limits.batch is not None:
         s["batch"] = limits.batch
@@ -68,7 +69,7 @@ def train(model: str, out: Path, limits: Limits, progress: Progress | None = Non
     if model == "pixel":
         from .trainer import PixelTask
 
-        cfg = _config({"max_minutes": limits.max_minutes or 75.0}, limits, limits.steps)
+        cfg = _config(PIXEL_SETTINGS, limits, limits.steps)
         return [run_stage("diffusion", out / "ckpt", out / f"{FAMILY['pixel']}.safetensors", PixelTask(), cfg, progress)]
     if model == "flow":
         from .flow import NAME, STAGE_SETTINGS, FlowTask
@@ -83,14 +84,13 @@ def train(model: str, out: Path, limits: Limits, progress: Progress | None = Non
 def _train_latent(out: Path, limits: Limits, progress: Progress | None) -> list[dict[str, Any]]:
     from .latent import NAME, SHIFTED_VAE_NAME, STAGE_SETTINGS, LatentDiffusionTask, ShiftedDecoderTask, VaeTask
 
-    stages = out
-    vae = stages / "vae"
-    done = [run_stage("vae", stages / "vae-ckpt", vae, VaeTask(),
+    vae = out / "vae"
+    done = [run_stage("vae", out / "vae-ckpt", vae, VaeTask(),
                       _config(STAGE_SETTINGS["vae"], limits, limits.vae_steps), progress)]
-    done.append(run_stage("vae-warm", stages / "vae-warm-ckpt", out / f"{SHIFTED_VAE_NAME}.safetensors",
+    done.append(run_stage("vae-warm", out / "vae-warm-ckpt", out / f"{SHIFTED_VAE_NAME}.safetensors",
                           ShiftedDecoderTask(vae), _config(STAGE_SETTINGS["vae-warm"], limits, limits.vae_steps),
                           progress))
-    done.append(run_stage("diffusion", stages / "diffusion-ckpt", out / f"{NAME}.safetensors",
+    done.append(run_stage("diffusion", out / "diffusion-ckpt", out / f"{NAME}.safetensors",
                           LatentDiffusionTask(vae), _config(STAGE_SETTINGS["diffusion"], limits, limits.steps),
                           progress))
     return done

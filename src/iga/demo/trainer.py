@@ -90,6 +90,14 @@ def dropped_prompts(prompts: list[str], g: torch.Generator) -> list[str]:
     return ["" if d else p for d, p in zip(drop.tolist(), prompts)]
 
 
+def vp_noised(ab: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """``sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` per image; with (eps, -x0) in place of (x0, eps) it is the
+    v-prediction target ``sqrt(abar_t) eps - sqrt(1 - abar_t) x0``."""
+    a = ab[t].sqrt().float().view(-1, 1, 1, 1)
+    s = (1 - ab[t]).sqrt().float().view(-1, 1, 1, 1)
+    return a * x0 + s * eps
+
+
 def _step_batch(cfg: TrainConfig, step: int, ab: torch.Tensor):
     """Everything random about step ``step``: images, prompts (with CFG dropout), timesteps, noise."""
     b = data.batch_for_step(cfg.seed, step, cfg.batch)
@@ -98,9 +106,7 @@ def _step_batch(cfg: TrainConfig, step: int, ab: torch.Tensor):
     t = torch.randint(0, ab.shape[0], (cfg.batch,), generator=g)
     eps = torch.randn(cfg.batch, 3, data.SIZE, data.SIZE, generator=g)
     x0 = torch.from_numpy(b.images)
-    a = ab[t].sqrt().float().view(-1, 1, 1, 1)
-    s = (1 - ab[t]).sqrt().float().view(-1, 1, 1, 1)
-    return prompts, t, a * x0 + s * eps, a * eps - s * x0
+    return prompts, t, vp_noised(ab, t, x0, eps), vp_noised(ab, t, eps, -x0)
 
 
 class Task(Protocol):
