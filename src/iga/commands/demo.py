@@ -41,7 +41,7 @@ def train_cmd(
     OUT/iga-demo-latent-v1.safetensors + the diffusers folder OUT/iga-demo-latent-v1/ + the VAE alone.
     flow: OUT/flow-ckpt/ -> OUT/iga-demo-flow-v1.safetensors.
     Every random draw of step k is seeded by (seed, k): a resumed run equals an uninterrupted one. To ship, copy
-    the exports to src/iga/data/demo/ and embed the recipe with `iga embed`.
+    the exports to src/iga/data/demo/ and embed a recipe (`iga calibrate MODEL --facts FILE --write`, or `iga embed`).
     """
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -281,14 +281,14 @@ def matrix_cmd(
     """
     from iga.checkpoint import write_bytes_atomic
     from iga.commands.evaluation import with_progress
+    from iga.demo.model import FAMILY
     from iga.evaluation import SpecError
     from iga.evaluation.matrix import draw_matrix, markdown_table, run_matrix
     from iga.guard.source import describe_model
     from iga.store import ModelNotFound, model_path
 
     try:
-        paths = [model_named(m) for m in models] if models else \
-            [model_path(name) for name in _family_names()]
+        paths = [model_named(m) for m in models] if models else [model_path(n) for n in FAMILY.values()]
         sources = [describe_model(str(p)) for p in paths]
         result = with_progress(lambda prog: run_matrix(sources, prompts, seeds, out, guarded=guarded,
                                                        progress=lambda _m, d, t: prog(d, t)),
@@ -305,12 +305,6 @@ def matrix_cmd(
         return
     typer.echo(table)
     typer.echo(f"\nimage grid: {grid}; figures: {out / 'matrix.json'}")
-
-
-def _family_names() -> list[str]:
-    from iga.demo.model import FAMILY
-
-    return list(FAMILY.values())
 
 
 def register(app: typer.Typer) -> None:
